@@ -1,0 +1,30 @@
+# Two commands do everything on a fresh clone (each creates .venv with pip if missing):
+#   make demo   data -> train -> export -> bench -> report, on the defaults
+#   make test   the test suite (what CI runs)
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.mnistopt-installed
+
+.PHONY: demo test test-all venv clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[all,dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(PY) -m mnistopt data
+
+# Fast tests plus the slow ones that fit CI's budget; `make test-all` runs everything.
+test: $(STAMP)
+	$(PY) -m pytest -q -m "not arm and not gpu"
+
+test-all: $(STAMP)
+	$(PY) -m pytest -q
+
+clean:
+	rm -rf $(VENV) workspace .pytest_cache

@@ -1,0 +1,7 @@
+"""mnistopt: train, export, validate and benchmark MNIST classifiers for edge devices.
+
+Importing the package imports nothing heavy; torch and TensorFlow load only in the commands
+that need them, and `mnistopt.runtime` needs only numpy + onnxruntime / ai_edge_litert.
+"""
+
+__version__ = "0.1.0"

@@ -1,0 +1,168 @@
+"""Architectures, each defined once as a list of layer specs and built by every framework.
+
+A spec is framework-free, so the parameter and multiply-add counts below are computed here
+(no torch, no TensorFlow) and every framework's builder is tested against them. Input is
+always the raw image scaled to [0, 1]; the first layer normalises it, so exported models never
+need the caller to know mean/std.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .errors import ConfigError
+
+# Mean and std of MNIST training pixels in [0, 1]; applied inside every model.
+MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
+
+
+@dataclass(frozen=True)
+class Normalize:
+    mean: float = MNIST_MEAN
+    std: float = MNIST_STD
+
+
+@dataclass(frozen=True)
+class Conv:
+    out: int
+    k: int = 3
+    pad: int = 0
+    bias: bool = True  # False when a BatchNorm follows: its shift makes a bias redundant
+
+
+@dataclass(frozen=True)
+class BatchNorm:
+    eps: float = 1e-3  # Keras' default; torch's is 1e-5. One value so the frameworks agree.
+    momentum: float = 0.99  # Keras convention (weight of the old running stat); torch gets 1-m
+
+
+@dataclass(frozen=True)
+class ReLU:
+    pass
+
+
+@dataclass(frozen=True)
+class MaxPool:
+    k: int = 2
+
+
+@dataclass(frozen=True)
+class GlobalAvgPool:
+    pass
+
+
+@dataclass(frozen=True)
+class Flatten:
+    pass
+
+
+@dataclass(frozen=True)
+class Dense:
+    out: int
+
+
+@dataclass(frozen=True)
+class Dropout:
+    rate: float
+
+
+Layer = Normalize | Conv | BatchNorm | ReLU | MaxPool | GlobalAvgPool | Flatten | Dense | Dropout
+
+
+@dataclass(frozen=True)
+class Arch:
+    name: str
+    layers: tuple
+    summary: str
+
+    def shapes(self) -> list[tuple[int, int, int]]:
+        """(channels, height, width) after each layer; a flat vector is (n, 1, 1)."""
+        c, h, w = 1, 28, 28
+        out = []
+        for layer in self.layers:
+            if isinstance(layer, Conv):
+                c, h, w = layer.out, h + 2 * layer.pad - layer.k + 1, w + 2 * layer.pad - layer.k + 1
+            elif isinstance(layer, MaxPool):
+                h, w = h // layer.k, w // layer.k
+            elif isinstance(layer, GlobalAvgPool):
+                h = w = 1
+            elif isinstance(layer, Flatten):
+                c, h, w = c * h * w, 1, 1
+            elif isinstance(layer, Dense):
+                c = layer.out
+            out.append((c, h, w))
+        return out
+
+    @property
+    def params(self) -> int:
+        """Trainable parameters (BatchNorm's running statistics are not parameters)."""
+        total, c = 0, 1
+        for layer, (c_out, _, _) in zip(self.layers, self.shapes()):
+            if isinstance(layer, Conv):
+                total += layer.k * layer.k * c * c_out + (c_out if layer.bias else 0)
+            elif isinstance(layer, Dense):
+                total += c * c_out + c_out
+            elif isinstance(layer, BatchNorm):
+                total += 2 * c  # gamma and beta
+            c = c_out
+        return total
+
+    @property
+    def macs(self) -> int:
+        """Multiply-adds of one forward pass on one image (conv and dense only)."""
+        total, c = 0, 1
+        for layer, (c_out, h, w) in zip(self.layers, self.shapes()):
+            if isinstance(layer, Conv):
+                total += h * w * c_out * layer.k * layer.k * c
+            elif isinstance(layer, Dense):
+                total += c * c_out
+            c = c_out
+        return total
+
+
+ARCHS: dict[str, Arch] = {}
+
+
+def register(arch: Arch) -> Arch:
+    ARCHS[arch.name] = arch
+    return arch
+
+
+register(Arch(
+    "seed",
+    (Normalize(), Conv(32, 3, pad=1), ReLU(), Conv(64, 3, pad=1), ReLU(), MaxPool(2),
+     Flatten(), Dense(128), ReLU(), Dense(10)),
+    "the classic simple CNN: two 3x3 convs, max-pool, a 12544->128 dense layer",
+))
+
+register(Arch(
+    "lenet5",
+    # LeNet-5 as usually written today: ReLU for tanh, max- for average-pooling, a padded
+    # first conv so 28x28 input gives the original 32x32 geometry.
+    (Normalize(), Conv(6, 5, pad=2), ReLU(), MaxPool(2), Conv(16, 5), ReLU(), MaxPool(2),
+     Flatten(), Dense(120), ReLU(), Dense(84), ReLU(), Dense(10)),
+    "LeNet-5 (LeCun et al. 1998), modern form: ReLU, max-pool",
+))
+
+register(Arch(
+    "edge",
+    # Small 3x3 convs with batch norm, two pools, then global average pooling instead of a big
+    # dense layer: ~18k parameters and ~1/12 of seed's multiply-adds.
+    (Normalize(),
+     Conv(8, 3, bias=False), BatchNorm(), ReLU(),        # 26x26x8
+     Conv(16, 3, bias=False), BatchNorm(), ReLU(),       # 24x24x16
+     MaxPool(2),                                         # 12x12x16
+     Conv(16, 3, bias=False), BatchNorm(), ReLU(),       # 10x10x16
+     Conv(32, 3, bias=False), BatchNorm(), ReLU(),       # 8x8x32
+     MaxPool(2),                                         # 4x4x32
+     Conv(32, 3, pad=1, bias=False), BatchNorm(), ReLU(),  # 4x4x32
+     GlobalAvgPool(), Dense(10)),
+    "device model: 5 BN convs, global average pooling, <20k parameters",
+))
+
+
+def get_arch(name: str) -> Arch:
+    try:
+        return ARCHS[name]
+    except KeyError:
+        raise ConfigError(f"unknown architecture '{name}'; choose one of: {', '.join(ARCHS)}") from None

@@ -1,0 +1,49 @@
+"""The `mnistopt` command. Thin: parse options, call the library, turn errors into one line.
+
+Each sub-command's options live beside its library code (`mnistopt/<part>/cli.py`); those
+modules import only typer at the top, so `mnistopt --help` never loads torch or TensorFlow.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from .errors import MnistoptError
+
+app = typer.Typer(
+    name="mnistopt",
+    help="Train, export (ONNX / TFLite, int8), validate and benchmark MNIST classifiers.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _register() -> None:
+    from .bench.cli import bench_command
+    from .data_cli import data_command
+    from .export.cli import export_command
+    from .runtime.cli import predict_command
+    from .train.cli import train_command
+
+    app.command("data")(data_command)
+    app.command("train")(train_command)
+    app.command("export")(export_command)
+    app.command("bench")(bench_command)
+    app.command("predict")(predict_command)
+
+
+_register()
+
+
+def main() -> None:
+    try:
+        app()
+    except MnistoptError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        sys.exit(130)

