@@ -1,0 +1,77 @@
+"""The environment a benchmark ran in: CPU model and SIMD flags, cores, library versions.
+
+Standard library only (the ARM worker records it on the device too).
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import sys
+from importlib import metadata
+
+# Flags that decide which int8 kernels a runtime can use.
+# x86: avx2 (the baseline of ORT/XNNPACK fast paths), VNNI (int8 dot products: avx512_vnni or
+# avx_vnni); aarch64: asimddp (SDOT/UDOT), i8mm (SMMLA), fphp/asimdhp (fp16 arithmetic).
+INTERESTING_FLAGS = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512_vnni",
+                     "avx512vnni", "avx_vnni", "amx_int8", "asimd", "asimddp", "i8mm", "fphp",
+                     "asimdhp", "sve", "bf16")
+
+LIBRARIES = ("numpy", "onnxruntime", "onnxruntime-gpu", "ai-edge-litert", "torch",
+             "tensorflow", "tensorflow-cpu", "keras", "onnx")
+
+
+def cpu_info() -> dict:
+    model, flags = platform.processor() or platform.machine(), set()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                key = key.strip().lower()
+                if key in ("model name", "hardware", "cpu model") and model in ("", platform.machine(), platform.processor()):
+                    model = value.strip()
+                elif key in ("flags", "features") and not flags:
+                    flags = set(value.split())
+    except OSError:
+        pass
+    return {
+        "model": model,
+        "machine": platform.machine(),
+        "flags": sorted(f for f in flags if f in INTERESTING_FLAGS),
+        "avx2": "avx2" in flags,
+        "vnni": bool(flags & {"avx512_vnni", "avx512vnni", "avx_vnni"}),
+        "dotprod": "asimddp" in flags,
+    }
+
+
+def library_versions(names=LIBRARIES) -> dict:
+    out = {}
+    for name in names:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def environment(threads: int | None = None) -> dict:
+    """One dict describing this machine, for the report and for comparing runs."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cores = os.cpu_count() or 1
+    try:
+        load = list(os.getloadavg())
+    except OSError:
+        load = None
+    return {
+        "cpu": cpu_info(),
+        "cores_available": cores,
+        "cpu_count": os.cpu_count(),
+        "threads": threads,
+        # A load average near or above the core count means other work competed for the CPU.
+        "loadavg": load,
+        "platform": platform.platform(),
+        "python": sys.version.split()[0],
+        "libraries": library_versions(),
+    }
