@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import DeviceError
 from .env import environment
 from .stats import accuracy, parse_batch_sizes, summarize, time_calls
 
@@ -37,7 +38,7 @@ RUNTIMES = {"onnx": "onnxruntime", "tflite": "litert"}
 class Artifact:
     """An exported file opened once: `prepare(images)` outside the clock, `run(prepared)` timed."""
 
-    def __init__(self, path, threads: int | None = None):
+    def __init__(self, path, threads: int | None = None, device: str = "cpu"):
         self.path = Path(path)
         self.format = FORMATS.get(self.path.suffix.lower())
         if self.format is None:
@@ -45,7 +46,8 @@ class Artifact:
         self.runtime = RUNTIMES[self.format]
         self.threads = threads
         self.meta = _sidecar(self.path)
-        self._impl = _open_impl(self.path, self.format, threads)
+        self.device = device
+        self._impl = _open_impl(self.path, self.format, threads, device)
         self.via = self._impl.via
 
     def prepare(self, images: np.ndarray):
@@ -67,7 +69,7 @@ def _sidecar(path: Path) -> dict:
         return {}
 
 
-def _open_impl(path: Path, fmt: str, threads):
+def _open_impl(path: Path, fmt: str, threads, device: str = "cpu"):
     """The project's runtime when it offers a prepared-input fast path, else direct bindings."""
     try:
         from .. import runtime as rt
@@ -76,12 +78,16 @@ def _open_impl(path: Path, fmt: str, threads):
         load = None
     if load is not None:
         try:
-            clf = load(path, threads=threads)
+            clf = load(path, threads=threads, device=device)
         except Exception as exc:
             # A runtime bug must not be hidden by the fallback: say which path failed.
             raise RuntimeError(f"mnistopt.runtime.load failed: {exc}") from exc
         return _RuntimeImpl(clf)
-    return _OrtImpl(path, threads) if fmt == "onnx" else _LiteRTImpl(path, threads)
+    if fmt == "onnx":
+        return _OrtImpl(path, threads, device)
+    if device != "cpu":
+        raise DeviceError(f"--device {device}: LiteRT's Python interpreter runs on the CPU only")
+    return _LiteRTImpl(path, threads)
 
 
 class _RuntimeImpl:
@@ -113,14 +119,22 @@ def _to_float(images: np.ndarray, shape) -> np.ndarray:
 class _OrtImpl:
     via = "onnxruntime"
 
-    def __init__(self, path: Path, threads):
+    def __init__(self, path: Path, threads, device: str = "cpu"):
         import onnxruntime as ort
 
+        providers = ["CPUExecutionProvider"]
+        if device == "gpu":
+            have = ort.get_available_providers()
+            if "CUDAExecutionProvider" not in have:
+                raise DeviceError(f"--device gpu: onnxruntime {ort.__version__} has no "
+                                  f"CUDAExecutionProvider (it has {', '.join(have)}); "
+                                  "install onnxruntime-gpu or use --device cpu")
+            providers = ["CUDAExecutionProvider", "CPUExecutionProvider"]
         so = ort.SessionOptions()
         if threads:
             so.intra_op_num_threads = threads
             so.inter_op_num_threads = 1
-        self.sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+        self.sess = ort.InferenceSession(str(path), so, providers=providers)
         inp = self.sess.get_inputs()[0]
         self.name, self.shape, self.type = inp.name, inp.shape, inp.type
         self.out = self.sess.get_outputs()[0].name

@@ -1,0 +1,164 @@
+"""Backends: one interface over exported files (onnxruntime, LiteRT) and native models (torch,
+keras, tf), each imported only when used.
+
+A backend opens a model once and returns a session with ``prepare(uint8 images)`` (outside the
+clock: dtype, layout, device copy) and ``run(prepared) -> (N, 10) logits`` (the timed call).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from ..errors import DeviceError
+
+
+@dataclass(frozen=True)
+class Backend:
+    name: str
+    kind: str  # "artifact" (an exported file) or "native" (a run directory)
+    open: Callable  # (path, threads, device) -> session
+    label: str  # how the table names it
+    devices: tuple = ("cpu",)
+
+
+BACKENDS: dict[str, Backend] = {}
+
+
+def register(b: Backend) -> Backend:
+    BACKENDS[b.name] = b
+    return b
+
+
+def _open_artifact(path, threads, device):
+    from .worker import Artifact
+
+    return Artifact(path, threads, device=device)
+
+
+class _Torch:
+    def __init__(self, run_dir, threads, device):
+        import torch
+
+        from ..train import load_run
+        from ..train.torch_backend import device_check
+
+        self.torch = torch
+        if threads:
+            torch.set_num_threads(threads)
+        self.device = device_check(device)
+        self.run_ = load_run(run_dir)
+        self.model = self.run_.model.to(self.device).eval()
+        self.threads = torch.get_num_threads()
+
+    def prepare(self, images):
+        from ..train import to_input
+
+        return self.torch.from_numpy(to_input(images, self.run_.layout)).to(self.device)
+
+    def run(self, x):
+        # .cpu() waits for a CUDA kernel to finish, so GPU timings include the work.
+        with self.torch.inference_mode():
+            return self.model(x).cpu().numpy()
+
+
+def _tf_setup(threads, device):
+    import tensorflow as tf
+
+    if threads:
+        try:  # only possible before TensorFlow has run anything in this process
+            tf.config.threading.set_intra_op_parallelism_threads(threads)
+            tf.config.threading.set_inter_op_parallelism_threads(1)
+        except RuntimeError:
+            pass
+    gpus = tf.config.list_physical_devices("GPU")
+    if device == "gpu" and not gpus:
+        raise DeviceError(f"--device gpu: TensorFlow {tf.__version__} sees no GPU "
+                          "(tf.config.list_physical_devices('GPU') is empty); use --device cpu")
+    return tf, ("/GPU:0" if device == "gpu" else "/CPU:0")
+
+
+class _Keras:
+    def __init__(self, run_dir, threads, device):
+        self.tf, self.dev = _tf_setup(threads, device)
+        from ..train import load_run
+
+        self.run_ = load_run(run_dir)
+        with self.tf.device(self.dev):
+            self.model = self.run_.model
+        self.threads = threads
+
+    def prepare(self, images):
+        from ..train import to_input
+
+        with self.tf.device(self.dev):
+            return self.tf.constant(to_input(images, self.run_.layout))
+
+    def run(self, x):
+        # A direct call, eager: how a Keras user runs a model per request (predict() adds a
+        # data-pipeline round trip of milliseconds).
+        with self.tf.device(self.dev):
+            return self.model(x, training=False).numpy()
+
+
+class _TF:
+    """The SavedModel's serving signature: a traced tf.function graph."""
+
+    def __init__(self, run_dir, threads, device):
+        self.tf, self.dev = _tf_setup(threads, device)
+        from ..train import load_run
+
+        self.run_ = load_run(run_dir)
+        path = self.run_.native_path
+        if not path.is_dir():
+            raise ValueError(f"{path}: not a SavedModel directory")
+        with self.tf.device(self.dev):
+            self.loaded = self.tf.saved_model.load(str(path))
+        self.fn = self.loaded.signatures["serving_default"]
+        _, kwargs = self.fn.structured_input_signature
+        self.input_name = next(iter(kwargs))
+        self.threads = threads
+
+    def prepare(self, images):
+        from ..train import to_input
+
+        with self.tf.device(self.dev):
+            return self.tf.constant(to_input(images, self.run_.layout))
+
+    def run(self, x):
+        with self.tf.device(self.dev):
+            out = self.fn(**{self.input_name: x})
+        return next(iter(out.values())).numpy()
+
+
+register(Backend("onnxruntime", "artifact", _open_artifact, "onnxruntime", ("cpu", "gpu")))
+register(Backend("litert", "artifact", _open_artifact, "LiteRT", ("cpu",)))
+register(Backend("torch", "native", _Torch, "torch eager", ("cpu", "gpu")))
+register(Backend("keras", "native", _Keras, "keras eager", ("cpu", "gpu")))
+register(Backend("tf", "native", _TF, "tf.function (SavedModel)", ("cpu", "gpu")))
+
+# Which native backend runs a run directory of each framework.
+NATIVE_FOR_FRAMEWORK = {"torch": "torch", "keras": "keras", "tf": "tf"}
+ARTIFACT_BACKEND = {".onnx": "onnxruntime", ".tflite": "litert"}
+
+
+def get_backend(name: str) -> Backend:
+    from ..errors import ConfigError
+
+    try:
+        return BACKENDS[name]
+    except KeyError:
+        raise ConfigError(f"unknown backend '{name}'; choose one of: {', '.join(BACKENDS)}") from None
+
+
+def logits_all(session, images: np.ndarray, chunk: int = 500) -> np.ndarray:
+    out = [np.asarray(session.run(session.prepare(images[i:i + chunk])))
+           for i in range(0, len(images), chunk)]
+    return np.concatenate(out).astype(np.float32) if out else np.zeros((0, 10), np.float32)
+
+
+def artifact_path_ok(path: Path) -> bool:
+    return path.suffix.lower() in ARTIFACT_BACKEND

@@ -1,0 +1,378 @@
+"""The benchmark report: versioned JSON (with a loader), terminal table, Markdown, PNG plot,
+the Pareto front, the project's performance targets, and the comparison with a baseline.
+
+JSON schema "mnistopt.bench/1"::
+
+    {"schema": "mnistopt.bench/1", "created": ISO time, "device": "cpu",
+     "options": {batch_sizes, threads, warmup, iters, budget_s},
+     "environment": {cpu: {model, flags, avx2, vnni, dotprod}, cores_available, threads,
+                     loadavg, libraries: {name: version}, ...},
+     "results": [{id, kind: artifact|native, path, backend, backend_label, framework, arch,
+                  format, quant, file_bytes, params, macs, device,
+                  latency_source: native|remote|emulated, accuracy, n_images, threads,
+                  latency: {"1": {batch, n, mean_us, p50_us, p90_us, p99_us, p99_9_us,
+                                  min_us, max_us, std_us, images_per_s}, ...},
+                  coldstart: {total_s, in_process_s, import_s, load_s, first_inference_s,
+                              peak_rss_bytes}, error?}],
+     "pareto": [ids on the accuracy / batch-1 p50 front],
+     "targets": [{name, goal, value, ok, detail}]}
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+
+from ..errors import ConfigError
+
+SCHEMA = "mnistopt.bench/1"
+
+# Baseline comparison. Run-to-run p50 variation of one model measured on the project's 2-core
+# machine while other jobs ran was up to ~15 % (quiet: ~3 %), and below ~20 µs a scheduler
+# tick alone moves the median by several µs; a regression must exceed both margins.
+ACC_DROP_PP = 0.1
+P50_REL = 0.25
+P50_FLOOR_US = 10.0
+
+
+def build_report(records: list[dict], options: dict, environment: dict, device: str) -> dict:
+    rep = {
+        "schema": SCHEMA,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "device": device,
+        "options": options,
+        "environment": environment,
+        "results": records,
+    }
+    rep["pareto"] = pareto_front(records)
+    rep["targets"] = check_targets(records)
+    return rep
+
+
+def save_json(report: dict, path: Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix="." + path.name, dir=path.parent)
+    with os.fdopen(fd, "w") as f:
+        json.dump(report, f, indent=2, default=_jsonable)
+        f.write("\n")
+    os.replace(tmp, path)
+    return path
+
+
+def _jsonable(o):
+    if hasattr(o, "item"):  # numpy scalars
+        return o.item()
+    return str(o)
+
+
+def load_json(path: Path) -> dict:
+    """A report written by save_json; ConfigError for anything else."""
+    path = Path(path)
+    try:
+        rep = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such benchmark report") from None
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{path}: not a JSON benchmark report ({exc})") from None
+    schema = rep.get("schema") if isinstance(rep, dict) else None
+    if not isinstance(schema, str) or not schema.startswith("mnistopt.bench/"):
+        raise ConfigError(f"{path}: not a mnistopt benchmark report (schema {schema!r})")
+    if schema != SCHEMA:
+        raise ConfigError(f"{path}: report schema {schema} is not {SCHEMA}; re-run the benchmark")
+    if not isinstance(rep.get("results"), list):
+        raise ConfigError(f"{path}: report has no results list")
+    return rep
+
+
+# ------------------------------------------------------------------------------------------
+# numbers
+
+
+def p50(rec: dict, batch: int = 1) -> float | None:
+    s = (rec.get("latency") or {}).get(str(batch))
+    return s["p50_us"] if s else None
+
+
+def throughput(rec: dict, batch: int) -> float | None:
+    s = (rec.get("latency") or {}).get(str(batch))
+    return s["images_per_s"] if s else None
+
+
+def ok_records(records):
+    return [r for r in records if not r.get("error") and r.get("accuracy") is not None]
+
+
+def pareto_front(records: list[dict], batch: int = 1) -> list[str]:
+    """Ids nobody beats on both accuracy (higher) and p50 latency (lower) at `batch`."""
+    pts = [(p50(r, batch), r["accuracy"], r["id"]) for r in ok_records(records) if p50(r, batch)]
+    front = []
+    for lat, acc, rid in pts:
+        dominated = any((l2 <= lat and a2 >= acc) and (l2 < lat or a2 > acc) for l2, a2, _ in pts)
+        if not dominated:
+            front.append(rid)
+    return front
+
+
+def check_targets(records: list[dict]) -> list[dict]:
+    """The project's performance goals, checked on what this run measured."""
+    rs = ok_records(records)
+    arts = [r for r in rs if r["kind"] == "artifact"]
+    out = []
+
+    torch_seed = [r for r in rs if r["kind"] == "native" and r["backend"] == "torch" and r.get("arch") == "seed" and p50(r)]
+    int8_seed = [r for r in arts if r.get("quant") == "int8" and r.get("arch") == "seed" and p50(r)]
+    goal = "best int8 artifact of seed, batch 1 p50 <= 1/20 of torch eager's"
+    if torch_seed and int8_seed:
+        best = min(int8_seed, key=p50)
+        ratio = p50(torch_seed[0]) / p50(best)
+        out.append({"name": "int8 vs torch eager (seed, b1)", "goal": goal, "value": ratio,
+                    "ok": ratio >= 20,
+                    "detail": f"{best['id']} {p50(best):.0f} µs vs torch eager {p50(torch_seed[0]):.0f} µs: "
+                              f"{ratio:.1f}x faster (goal 20x)"})
+    else:
+        out.append({"name": "int8 vs torch eager (seed, b1)", "goal": goal, "value": None, "ok": None,
+                    "detail": "not measured: needs the torch seed run and an int8 artifact of seed"})
+
+    edge = [r for r in arts if r.get("quant") == "int8" and r.get("arch") == "edge" and p50(r)]
+    goal = "edge int8 artifact, batch 1 p50 <= 30 µs"
+    if edge:
+        best = min(edge, key=p50)
+        v = p50(best)
+        out.append({"name": "edge int8 b1 p50", "goal": goal, "value": v, "ok": v <= 30,
+                    "detail": f"{best['id']}: {v:.1f} µs" + ("" if v <= 30 else f", {v - 30:.1f} µs ({v / 30:.2f}x) over")})
+    else:
+        out.append({"name": "edge int8 b1 p50", "goal": goal, "value": None, "ok": None,
+                    "detail": "not measured: no int8 artifact of the edge arch"})
+
+    big = max((int(b) for r in arts for b in (r.get("latency") or {})), default=None)
+    goal = "int8 throughput at the largest batch >= 1.5x fp32 of the same runtime (one pair suffices)"
+    pairs = []
+    if big:
+        by_key = {}
+        for r in arts:
+            by_key.setdefault((r.get("arch"), r.get("framework"), r.get("format")), {})[r.get("quant")] = r
+        for key, q in by_key.items():
+            if "int8" in q and "fp32" in q and throughput(q["int8"], big) and throughput(q["fp32"], big):
+                pairs.append((throughput(q["int8"], big) / throughput(q["fp32"], big), q["int8"]["id"], q["fp32"]["id"]))
+    if pairs:
+        best = max(pairs)
+        out.append({"name": f"int8/fp32 throughput b{big}", "goal": goal, "value": best[0],
+                    "ok": best[0] >= 1.5,
+                    "detail": f"best pair {best[1]} vs {best[2]}: {best[0]:.2f}x; all: "
+                              + ", ".join(f"{i}: {v:.2f}x" for v, i, _ in sorted(pairs, reverse=True))})
+    else:
+        out.append({"name": "int8/fp32 throughput", "goal": goal, "value": None, "ok": None,
+                    "detail": "not measured: needs int8 and fp32 artifacts of the same model and format"})
+    return out
+
+
+def compare_baseline(new: dict, old: dict, *, acc_pp: float = ACC_DROP_PP, rel: float = P50_REL,
+                     floor_us: float = P50_FLOOR_US) -> list[str]:
+    """Regressions of `new` against `old`, one line each; empty when there are none.
+
+    Matched by id and batch size. Accuracy: a drop of more than `acc_pp` percentage points.
+    Latency: p50 above old * (1 + rel) + floor_us. A model that ran before and fails now counts.
+    """
+    old_by = {r["id"]: r for r in old.get("results", [])}
+    msgs = []
+    for r in new.get("results", []):
+        o = old_by.get(r["id"])
+        if o is None or o.get("error"):
+            continue
+        if r.get("error"):
+            msgs.append(f"{r['id']}: failed now ({r['error']}), ran in the baseline")
+            continue
+        if o.get("accuracy") is not None and r.get("accuracy") is not None:
+            drop = (o["accuracy"] - r["accuracy"]) * 100
+            if drop > acc_pp:
+                msgs.append(f"{r['id']}: accuracy {o['accuracy']:.2%} -> {r['accuracy']:.2%} "
+                            f"(-{drop:.2f} pp, allowed {acc_pp} pp)")
+        for b, s in (r.get("latency") or {}).items():
+            so = (o.get("latency") or {}).get(b)
+            if not so:
+                continue
+            limit = so["p50_us"] * (1 + rel) + floor_us
+            if s["p50_us"] > limit:
+                msgs.append(f"{r['id']}: batch {b} p50 {so['p50_us']:.1f} -> {s['p50_us']:.1f} µs "
+                            f"(+{(s['p50_us'] / so['p50_us'] - 1):.0%}, allowed +{rel:.0%} + {floor_us:g} µs)")
+    return msgs
+
+
+# ------------------------------------------------------------------------------------------
+# presentation
+
+
+def _fmt_us(v):
+    if v is None:
+        return "-"
+    return f"{v / 1000:.1f} ms" if v >= 10000 else f"{v:.0f} µs" if v >= 100 else f"{v:.1f} µs"
+
+
+def _fmt_bytes(n):
+    if not n:
+        return "-"
+    return f"{n / 1e6:.2f} MB" if n >= 1e6 else f"{n / 1e3:.1f} kB"
+
+
+def _fmt_num(n):
+    if n is None:
+        return "-"
+    return f"{n / 1e6:.2f} M" if n >= 1e6 else f"{n / 1e3:.1f} k" if n >= 1e3 else str(n)
+
+
+def rows(report: dict) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of the summary table (shared by terminal and Markdown)."""
+    sizes = report.get("options", {}).get("batch_sizes") or sorted(
+        {int(b) for r in report["results"] for b in (r.get("latency") or {})})
+    big = max(sizes) if sizes else None
+    front = set(report.get("pareto", []))
+    head = ["model", "runtime", "quant", "acc %", "size", "params", "MACs"]
+    head += [f"p50 b{b}" for b in sizes] + (["p99 b1"] if 1 in sizes else [])
+    head += ([f"img/s b{big}"] if big else []) + ["cold start", "peak RSS"]
+    out = []
+    key = lambda r: (r.get("error") is not None, r.get("arch") or "", r.get("framework") or "",
+                     r["kind"] != "native", r.get("format") or "", r.get("quant") or "")
+    for r in sorted(report["results"], key=key):
+        name = r["id"] + (" *" if r["id"] in front else "")
+        if r.get("error"):
+            out.append([name, r.get("backend_label", r["backend"]), r.get("quant") or "-",
+                        "error: " + r["error"][:60]] + [""] * (len(head) - 4))
+            continue
+        lat = r.get("latency") or {}
+        cold = r.get("coldstart") or {}
+        row = [name, r.get("backend_label", r["backend"]), r.get("quant") or "-",
+               f"{r['accuracy'] * 100:.2f}", _fmt_bytes(r.get("file_bytes")),
+               _fmt_num(r.get("params")), _fmt_num(r.get("macs"))]
+        row += [_fmt_us(lat.get(str(b), {}).get("p50_us")) for b in sizes]
+        if 1 in sizes:
+            row.append(_fmt_us(lat.get("1", {}).get("p99_us")))
+        if big:
+            ips = lat.get(str(big), {}).get("images_per_s")
+            row.append(f"{ips:,.0f}" if ips else "-")
+        row.append(f"{cold['total_s'] * 1000:.0f} ms" if cold.get("total_s") else "-")
+        row.append(f"{cold['peak_rss_bytes'] / 2**20:.0f} MiB" if cold.get("peak_rss_bytes") else "-")
+        out.append(row)
+    return head, out
+
+
+def env_line(report: dict) -> str:
+    e = report.get("environment", {})
+    cpu = e.get("cpu", {})
+    load = e.get("loadavg")
+    parts = [f"{cpu.get('model', '?')} ({cpu.get('machine', '?')}; "
+             f"{' '.join(cpu.get('flags', [])) or 'no flags read'}; VNNI {'yes' if cpu.get('vnni') else 'no'})",
+             f"{e.get('cores_available', '?')} cores", f"threads {e.get('threads') or 'runtime default'}"]
+    if load:
+        parts.append(f"load avg {load[0]:.2f}")
+    parts += [f"{k} {v}" for k, v in e.get("libraries", {}).items()]
+    return ", ".join(parts)
+
+
+def target_lines(report: dict) -> list[str]:
+    marks = {True: "PASS", False: "MISS", None: "n/a "}
+    return [f"{marks[t['ok']]}  {t['name']}: {t['detail']}" for t in report.get("targets", [])]
+
+
+def print_table(report: dict, console=None) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    if console is None:
+        console = Console()
+        if not console.is_terminal:  # a log file or pipe: don't squeeze the table into 80 columns
+            console = Console(width=220)
+    head, body = rows(report)
+    t = Table(title=f"mnistopt bench --device {report.get('device')} ({report.get('created', '')})",
+              caption="* on the Pareto front (accuracy vs batch-1 p50). Latency: median of timed calls.")
+    for i, h in enumerate(head):
+        t.add_column(h, justify="left" if i < 3 else "right", no_wrap=i == 0)
+    for row in body:
+        t.add_row(*row)
+    console.print(t)
+    console.print("[dim]" + env_line(report) + "[/dim]", highlight=False)
+    loads = report.get("environment", {}).get("loadavg")
+    cores = report.get("environment", {}).get("cores_available") or 1
+    if loads and loads[0] > 0.5 * cores:
+        console.print(f"[yellow]note: load average {loads[0]:.2f} on {cores} cores: other work "
+                      "competed for the CPU; latencies are pessimistic and noisy.[/yellow]")
+    console.print("targets:")
+    for line in target_lines(report):
+        style = "green" if line.startswith("PASS") else "red" if line.startswith("MISS") else "dim"
+        console.print(f"  [{style}]{line}[/{style}]", highlight=False)
+
+
+def markdown(report: dict, plot_name: str | None = None) -> str:
+    head, body = rows(report)
+    o = report.get("options", {})
+    lines = [f"# Benchmark, --device {report.get('device')}", "",
+             f"{report.get('created', '')}. {env_line(report)}.", "",
+             f"Warm-up {o.get('warmup')} calls discarded, then up to {o.get('iters')} timed calls "
+             f"(at most {o.get('budget_s')} s) per batch size, each model in a fresh process; "
+             "accuracy on the 10,000 test images; cold start = process spawn to first answer. "
+             "`*` marks the Pareto front (accuracy vs batch-1 p50).", "",
+             "| " + " | ".join(head) + " |",
+             "|" + "|".join("---" if i < 3 else "---:" for i in range(len(head))) + "|"]
+    lines += ["| " + " | ".join(c.replace("|", "/") for c in row) + " |" for row in body]
+    lines += ["", "## Targets", ""] + [f"- {line}" for line in target_lines(report)]
+    if plot_name:
+        lines += ["", f"![accuracy vs latency]({plot_name})"]
+    return "\n".join(lines) + "\n"
+
+
+def plot(report: dict, path: Path, batch: int = 1) -> Path:
+    """Accuracy against batch-`batch` p50 (log x), marker area by file size, Pareto front drawn."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rs = [r for r in ok_records(report["results"]) if p50(r, batch)]
+    fig, ax = plt.subplots(figsize=(8, 5), dpi=100)
+    colors = {"onnxruntime": "tab:blue", "litert": "tab:orange", "torch": "tab:red",
+              "keras": "tab:green", "tf": "tab:purple"}
+    sizes = [max(r.get("file_bytes") or 1, 1) for r in rs]
+    smax = max(sizes, default=1)
+    for r, s in zip(rs, sizes):
+        marker = "s" if r["kind"] == "native" else ("^" if r.get("quant") == "int8" else "o")
+        area = 30 + 600 * math.sqrt(s / smax)
+        ax.scatter(p50(r, batch), r["accuracy"] * 100, s=area, marker=marker, alpha=0.6,
+                   color=colors.get(r["backend"], "grey"), edgecolors="black", linewidths=0.5)
+        ax.annotate(r["id"], (p50(r, batch), r["accuracy"] * 100), fontsize=6,
+                    xytext=(4, 3), textcoords="offset points")
+    front = sorted((p50(r, batch), r["accuracy"] * 100) for r in rs if r["id"] in set(report.get("pareto", [])))
+    if front:
+        ax.step([f[0] for f in front], [f[1] for f in front], where="post", color="black",
+                linestyle="--", linewidth=1, label="Pareto front")
+    for name, c in colors.items():
+        if any(r["backend"] == name for r in rs):
+            ax.scatter([], [], color=c, label=name)
+    ax.set_xscale("log")
+    ax.set_xlabel(f"p50 latency at batch {batch} (µs, log scale)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title("accuracy vs latency (marker area ~ file size; ^ int8, o float, s native)", fontsize=9)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix="." + path.stem, suffix=".png", dir=path.parent)
+    os.close(fd)
+    fig.savefig(tmp)
+    plt.close(fig)
+    os.replace(tmp, path)
+    return path
+
+
+def write_text_atomic(path: Path, text: str) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix="." + path.name, dir=path.parent)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+    return path
