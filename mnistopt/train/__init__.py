@@ -48,6 +48,10 @@ def backend(framework: str):
     if framework not in FRAMEWORKS:
         raise ConfigError(f"unknown framework '{framework}'; choose one of: {', '.join(FRAMEWORKS)}")
     module, extra, _ = FRAMEWORKS[framework]
+    if framework in ("keras", "tf"):
+        # TensorFlow's C++ logging prints start-up banners and harmless version-skew errors
+        # on stderr before Python sees anything; real failures still raise exceptions.
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     require(FRAMEWORK_PACKAGES[framework], extra, f"the {framework} framework")
     return importlib.import_module(module)
 

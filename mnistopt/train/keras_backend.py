@@ -1,0 +1,193 @@
+"""Keras 3: a Sequential model built from the arch spec, trained the Keras way (compile + fit).
+
+Keras hides the training loop that the PyTorch trainer writes out: ``compile`` picks the
+optimizer, loss and metrics; ``fit`` runs forward pass, loss, gradients and weight update for
+every batch (inside a compiled ``tf.function``), shuffles the in-memory arrays by a fresh
+permutation each epoch, and calls our callbacks between batches and epochs. What stays ours is
+the model, the learning-rate schedule, progress, evaluation and early stopping at a target.
+
+Layout is NHWC (TensorFlow's native order): images are (N, 28, 28, 1).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # keep TensorFlow's C++ start-up chatter off
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from .. import archs as A
+from ..errors import DeviceError, RunError
+from .schedule import lr_at
+
+LAYOUT = "NHWC"
+
+
+def build(arch: A.Arch, seed: int = 0) -> keras.Model:
+    """The inference model: raw [0, 1] pixels in, 10 logits out. No augmentation inside."""
+    keras.utils.set_random_seed(seed)  # seeds Python, numpy and TF: the initial weights
+    layers = [keras.Input((28, 28, 1), name="images")]
+    for spec in arch.layers:
+        if isinstance(spec, A.Normalize):
+            # (x - mean) / std == x * (1/std) + (-mean/std): part of the model, so every export
+            # takes the raw image scaled to [0, 1].
+            layers.append(keras.layers.Rescaling(1 / spec.std, offset=-spec.mean / spec.std))
+        elif isinstance(spec, A.Conv):
+            if spec.pad:
+                layers.append(keras.layers.ZeroPadding2D(spec.pad))
+            layers.append(keras.layers.Conv2D(spec.out, spec.k, use_bias=spec.bias))
+        elif isinstance(spec, A.BatchNorm):
+            layers.append(keras.layers.BatchNormalization(epsilon=spec.eps, momentum=spec.momentum))
+        elif isinstance(spec, A.ReLU):
+            layers.append(keras.layers.ReLU())
+        elif isinstance(spec, A.MaxPool):
+            layers.append(keras.layers.MaxPooling2D(spec.k))
+        elif isinstance(spec, A.GlobalAvgPool):
+            layers.append(keras.layers.GlobalAveragePooling2D())
+        elif isinstance(spec, A.Flatten):
+            layers.append(keras.layers.Flatten())
+        elif isinstance(spec, A.Dense):
+            layers.append(keras.layers.Dense(spec.out))
+        elif isinstance(spec, A.Dropout):
+            layers.append(keras.layers.Dropout(spec.rate, seed=seed))
+        else:  # pragma: no cover - a new spec type without a builder is a bug
+            raise TypeError(f"no keras builder for {spec!r}")
+    return keras.Sequential(layers, name=arch.name)
+
+
+def device_check(device: str) -> str:
+    if device == "gpu":
+        gpus = tf.config.list_physical_devices("GPU")
+        if not gpus:
+            raise DeviceError(
+                f"--device gpu: TensorFlow {tf.__version__} sees no GPU "
+                f"(looked for physical devices of type GPU; built with CUDA: "
+                f"{tf.test.is_built_with_cuda()}); use --device cpu"
+            )
+        return "/GPU:0"
+    return "/CPU:0"
+
+
+def augmenter(seed: int) -> keras.Sequential:
+    """Random shifts (up to 2 px) and rotations (up to ~10 degrees), drawn per image.
+
+    Keras' preprocessing layers act only when called with training=True, and they work on
+    whole batches with TensorFlow image ops: no per-sample Python.
+    """
+    return keras.Sequential([
+        keras.layers.RandomRotation(10 / 360, fill_mode="constant", seed=seed),
+        keras.layers.RandomTranslation(2 / 28, 2 / 28, fill_mode="constant", seed=seed + 1),
+    ], name="augment")
+
+
+class _Loop(keras.callbacks.Callback):
+    """Learning-rate schedule, a progress bar per epoch, test accuracy and the target stop."""
+
+    def __init__(self, model, cfg, steps_per_epoch, xt, yt, progress):
+        super().__init__()
+        self.net, self.cfg, self.steps, self.xt, self.yt = model, cfg, steps_per_epoch, xt, yt
+        self.progress, self.history, self.train_seconds, self.time_to_target = progress, [], 0.0, None
+        self.step = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        from ..progress import progress_bar
+
+        self._bar = progress_bar(f"epoch {epoch + 1}/{self.cfg.epochs}", self.steps, self.progress)
+        self._advance = self._bar.__enter__()
+        self._t0 = time.perf_counter()
+
+    def on_train_batch_begin(self, batch, logs=None):
+        # Keras would also take a LearningRateSchedule object; a plain assignment keeps the
+        # schedule identical to the TensorFlow trainer's and leaves nothing custom to serialise.
+        self.model.optimizer.learning_rate.assign(
+            lr_at(self.step, self.steps * self.cfg.epochs, self.cfg.lr, self.cfg.schedule))
+        self.step += 1
+
+    def on_train_batch_end(self, batch, logs=None):
+        if batch % 20 == 0:
+            self._advance(20 if batch else 1, info=f"loss {logs['loss']:.4f} acc {logs['accuracy']:.4f}")
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.train_seconds += time.perf_counter() - self._t0
+        self._bar.__exit__(None, None, None)
+        # training=False (what predict uses): batch norm uses its moving averages, dropout is off.
+        pred = self.net.predict(self.xt, batch_size=2000, verbose=0)
+        acc = float((pred.argmax(1) == self.yt).mean())
+        self.history.append({"epoch": epoch + 1, "loss": float(logs["loss"]),
+                             "train_accuracy": float(logs["accuracy"]), "test_accuracy": acc,
+                             "seconds": self.train_seconds})
+        if self.cfg.target_acc is not None and acc >= self.cfg.target_acc:
+            self.time_to_target = self.train_seconds
+            self.model.stop_training = True
+
+
+def fit(model: keras.Model, cfg, data, progress: bool = True) -> dict:
+    device = device_check(cfg.device)
+    keras.utils.set_random_seed(cfg.seed)
+    # Same seed, same result: pick deterministic kernels (costs little on CPU).
+    tf.config.experimental.enable_op_determinism()
+    n = cfg.limit or len(data.x_train)
+    # The whole set in memory as float32 NHWC in [0, 1]; fit slices batches out of it.
+    x = (data.x_train[:n].astype(np.float32) / 255.0)[..., None]
+    y = data.y_train[:n].astype(np.int64)
+    xt = (data.x_test.astype(np.float32) / 255.0)[..., None]
+    yt = data.y_test.astype(np.int64)
+
+    # Train through a wrapper that puts augmentation in front of the model: the weights are
+    # shared, and the saved model stays the clean inference graph.
+    trainer = keras.Sequential([augmenter(cfg.seed), model]) if cfg.augment else model
+    if cfg.label_smoothing:
+        # Keras' sparse loss has no label smoothing; the dense one takes one-hot labels.
+        loss = keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=cfg.label_smoothing)
+        y_fit = keras.utils.to_categorical(y, 10)
+        metric = keras.metrics.CategoricalAccuracy(name="accuracy")
+    else:
+        # from_logits=True: the model ends in raw logits (softmax is folded into the loss, which
+        # is numerically safer) -- the same convention as torch's CrossEntropyLoss.
+        loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+        y_fit, metric = y, keras.metrics.SparseCategoricalAccuracy(name="accuracy")
+    trainer.compile(
+        optimizer=keras.optimizers.Adam(learning_rate=cfg.lr, weight_decay=cfg.weight_decay or None),
+        loss=loss, metrics=[metric],
+    )
+    steps = -(-n // cfg.batch_size)
+    loop = _Loop(model, cfg, steps, xt, yt, progress)
+    with tf.device(device):
+        # shuffle=True: a new permutation of the in-memory arrays every epoch.
+        trainer.fit(x, y_fit, batch_size=cfg.batch_size, epochs=cfg.epochs, shuffle=True,
+                    verbose=0, callbacks=[loop])
+    h = loop.history
+    return {
+        "epochs": len(h),
+        "history": h,
+        "test_accuracy": h[-1]["test_accuracy"],
+        "train_seconds": loop.train_seconds,
+        "train_images_per_second": len(h) * n / loop.train_seconds if loop.train_seconds else None,
+        "time_to_target_seconds": loop.time_to_target,
+        "tensorflow_version": tf.__version__,
+        "keras_version": keras.__version__,
+    }
+
+
+def save(model: keras.Model, run_dir: Path) -> str:
+    # The inference model was never compiled, so the file holds architecture + weights only.
+    model.save(run_dir / "model.keras")
+    return "model.keras"
+
+
+def load(run_dir: Path, arch: A.Arch) -> keras.Model:
+    try:
+        return keras.models.load_model(run_dir / "model.keras", compile=False)
+    except Exception as exc:  # a zip that is not a Keras model, truncated, ...
+        raise RunError(f"{run_dir / 'model.keras'}: cannot load ({exc})") from None
+
+
+def logits(model: keras.Model, x01: np.ndarray) -> np.ndarray:
+    # Calling the model (training=False by default) instead of predict(): no per-call
+    # data-adapter set-up, and the same path the exporters trace.
+    return np.asarray(model(tf.convert_to_tensor(x01), training=False), np.float32)
