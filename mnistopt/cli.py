@@ -25,6 +25,7 @@ def _register() -> None:
     from .bench.cli import bench_command
     from .data_cli import data_command
     from .export.cli import export_command
+    from .report.cli import report_command
     from .runtime.cli import predict_command
     from .train.cli import train_command
 
@@ -33,6 +34,7 @@ def _register() -> None:
     app.command("export")(export_command)
     app.command("bench")(bench_command)
     app.command("predict")(predict_command)
+    app.command("report")(report_command)
 
 
 _register()

@@ -1,0 +1,518 @@
+"""Figures for the documentation, drawn from real runs, artifacts and benchmark reports.
+
+Each figure is one small PNG (matplotlib, Agg backend). Predictions come from a native run
+(`load_run(dir).logits`) or an exported artifact through the lean runtime
+(`mnistopt.runtime.load(path)`); weight figures need a PyTorch run; the Pareto plot needs a
+benchmark JSON. A figure whose input is missing is skipped with a reason, never faked.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import ConfigError, MnistoptError, require
+
+# Figure name -> what it shows (also the CLI's --figure choices and the PNG file stem).
+FIGURES: dict[str, str] = {
+    "digits": "ten training images of each digit: how differently people write them",
+    "predictions": "test digits with the model's prediction and confidence",
+    "confusion": "confusion matrix on the 10,000 test images",
+    "misclassified": "the test digits the model gets wrong, most confident first",
+    "curves": "test accuracy per epoch of every run in the workspace",
+    "weights": "per-channel weight ranges and int8 rounding error, per-tensor vs per-channel",
+    "pareto": "latency vs accuracy of every benchmarked model",
+}
+
+DPI = 100  # with the small figure sizes below, every PNG stays well under 150 KB
+
+
+@dataclass
+class Report:
+    written: list[Path] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)  # figure -> why
+    facts: dict = field(default_factory=dict)  # the numbers behind the figures
+
+
+# --------------------------------------------------------------------------------------------
+# numbers (numpy only, tested directly)
+
+
+def quantize_symmetric(w: np.ndarray, per_channel: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Symmetric int8 rounding of conv/dense weights (output channel first), as ONNX Runtime
+    and TFLite do for weights: scale = max|w| / 127, zero point 0, q in [-127, 127].
+
+    Returns (dequantized weights, scale per output channel).
+    """
+    w = np.asarray(w, np.float64)
+    flat = w.reshape(len(w), -1)
+    amax = np.abs(flat).max(axis=1) if per_channel else np.full(len(w), np.abs(flat).max())
+    scale = np.where(amax > 0, amax / 127.0, 1.0)
+    q = np.clip(np.round(flat / scale[:, None]), -127, 127)
+    return (q * scale[:, None]).reshape(w.shape), scale
+
+
+def sqnr_db(w: np.ndarray, w_hat: np.ndarray) -> float:
+    """Signal-to-quantization-noise ratio in dB (higher is better; ~6 dB per bit)."""
+    noise = float(np.sum((np.asarray(w, np.float64) - w_hat) ** 2))
+    signal = float(np.sum(np.asarray(w, np.float64) ** 2))
+    return float("inf") if noise == 0 else 10 * np.log10(signal / noise)
+
+
+def confusion_matrix(y: np.ndarray, pred: np.ndarray, n: int = 10) -> np.ndarray:
+    cm = np.zeros((n, n), np.int64)
+    np.add.at(cm, (np.asarray(y, np.int64), np.asarray(pred, np.int64)), 1)
+    return cm
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits - logits.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def torch_conv_weights(run) -> list[tuple[str, np.ndarray]]:
+    """(name, weights O x I x k x k) of every conv layer of a PyTorch run, with a following
+    BatchNorm folded in (w * gamma / sqrt(var + eps)): that folded tensor is what an exporter
+    writes and a quantizer rounds, and folding is what spreads the per-channel ranges."""
+    from torch import nn
+
+    mods = list(run.model)
+    out, k = [], 0
+    for i, m in enumerate(mods):
+        if not isinstance(m, nn.Conv2d):
+            continue
+        k += 1
+        w = m.weight.detach().double().numpy()
+        name = f"conv{k} ({m.in_channels}->{m.out_channels})"
+        nxt = mods[i + 1] if i + 1 < len(mods) else None
+        if isinstance(nxt, nn.BatchNorm2d):
+            g = (nxt.weight.detach().double() / (nxt.running_var.double() + nxt.eps).sqrt()).numpy()
+            w = w * g[:, None, None, None]
+            name += " +BN folded"
+        out.append((name, w))
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# sources
+
+
+def predictions(images: np.ndarray, run: str | os.PathLike | None = None,
+                model: str | os.PathLike | None = None) -> tuple[np.ndarray, str]:
+    """Class probabilities (N, 10) for uint8 images, and a label naming where they came from."""
+    if model is not None:
+        from .. import runtime
+
+        m = runtime.load(model)
+        out = np.asarray(_runtime_scores(m, images), np.float32)
+        label = Path(model).name
+    else:
+        from ..train import load_run
+
+        r = load_run(run)
+        out = r.logits(images)
+        label = f"{r.framework}/{r.arch} ({Path(run).name})"
+    if out.ndim != 2 or out.shape[1] != 10:
+        raise MnistoptError(f"expected (N, 10) scores from {label}, got shape {out.shape}")
+    # Logits or probabilities: softmax only what is not already a distribution.
+    is_prob = np.all(out >= 0) and np.allclose(out.sum(axis=1), 1, atol=1e-3)
+    return (out if is_prob else softmax(out.astype(np.float64)).astype(np.float32)), label
+
+
+def _runtime_scores(m, images: np.ndarray) -> np.ndarray:
+    """Scores from a lean-runtime model: its logits/probabilities if offered, else predict()."""
+    for name in ("logits", "probabilities", "predict_proba"):
+        fn = getattr(m, name, None)
+        if callable(fn):
+            return fn(images)
+    out = m.predict(images)
+    out = getattr(out, "logits", getattr(out, "probabilities", out))
+    out = np.asarray(out)
+    if out.ndim == 1:  # labels only: one-hot, so accuracy and confusion still work
+        out = np.eye(10, dtype=np.float32)[out.astype(np.int64)]
+    return out
+
+
+def default_run(root: Path) -> Path | None:
+    """The run the docs are drawn from: torch-seed if trained, else any finished run."""
+    for name in ("torch-seed", "torch-edge", "keras-seed", "tf-seed"):
+        if (root / name / "metrics.json").is_file():
+            return root / name
+    runs = sorted(p.parent for p in root.glob("*/metrics.json"))
+    return runs[0] if runs else None
+
+
+def default_bench(reports: Path) -> Path | None:
+    """The newest benchmark JSON under reports/ (one that holds result rows)."""
+    files = sorted(reports.glob("**/*.json"), key=lambda p: p.stat().st_mtime, reverse=True)
+    for p in files:
+        try:
+            if bench_rows(json.loads(p.read_text())):
+                return p
+        except (OSError, ValueError):
+            continue
+    return None
+
+
+# Keys a benchmark row may use, most specific first: the harness' schema is its own, so read
+# it tolerantly rather than pin a format here.
+_LAT_KEYS = ("p50_ms", "latency_p50_ms", "latency_ms_p50", "median_ms", "p50", "latency_ms", "mean_ms")
+_ACC_KEYS = ("accuracy", "test_accuracy", "top1", "acc")
+
+
+def _pick(row: dict, keys: tuple[str, ...]):
+    for k in keys:
+        v = row.get(k)
+        if isinstance(v, dict):  # e.g. {"latency_ms": {"p50": ...}}
+            v = _pick(v, ("p50", "median", "mean"))
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            return float(v)
+    for v in row.values():  # one level of nesting: {"latency": {"p50_ms": ...}}
+        if isinstance(v, dict):
+            got = _pick(v, keys)
+            if got is not None:
+                return got
+    return None
+
+
+def bench_rows(doc) -> list[dict]:
+    """[{name, latency_ms, accuracy, batch?}] from a benchmark JSON, whatever its nesting."""
+    rows = doc if isinstance(doc, list) else next(
+        (doc[k] for k in ("results", "rows", "models", "entries") if isinstance(doc.get(k), list)), [])
+    out = []
+    for r in rows:
+        if not isinstance(r, dict):
+            continue
+        lat, acc = _pick(r, _LAT_KEYS), _pick(r, _ACC_KEYS)
+        if lat is None or acc is None:
+            continue
+        if acc > 1:  # a percentage
+            acc /= 100
+        name = r.get("name") or r.get("model") or r.get("artifact") or r.get("label") or "?"
+        out.append({"name": Path(str(name)).name, "latency_ms": lat, "accuracy": acc,
+                    "batch": r.get("batch") or r.get("batch_size"),
+                    "backend": r.get("backend") or r.get("runtime") or r.get("format")})
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# drawing
+
+
+def _plt():
+    require("matplotlib", "bench", "report figures")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    plt.rcParams.update({"font.size": 8, "axes.titlesize": 9, "figure.titlesize": 10})
+    return plt
+
+
+def _save(fig, path: Path) -> Path:
+    """Write atomically: a crash never leaves a truncated PNG that the docs would show."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix="." + path.name, suffix=".png", dir=path.parent)
+    os.close(fd)
+    try:
+        fig.savefig(tmp, dpi=DPI, bbox_inches="tight", pil_kwargs={"optimize": True})
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; these files are meant to be shared
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        fig.clf()
+        import matplotlib.pyplot as plt
+
+        plt.close(fig)
+    return path
+
+
+def _mosaic(ax, images, cols: int, captions=None, colors=None, gap: int = 2, cap_h: int = 0):
+    """Draw images on one axes as a grid (one imshow, not one axes per digit: ~10x faster),
+    each with an optional caption in the `cap_h` pixels above it."""
+    n = len(images)
+    rows = max(1, -(-n // cols))
+    ch, cw = 28 + gap + cap_h, 28 + gap
+    canvas = np.zeros((rows * ch, cols * cw), np.uint8)
+    for k, img in enumerate(images):
+        r, c = divmod(k, cols)
+        canvas[r * ch + cap_h:r * ch + cap_h + 28, c * cw:c * cw + 28] = img
+    ax.imshow(canvas, cmap="gray_r", vmin=0, vmax=255, interpolation="nearest")
+    ax.set_axis_off()
+    for k, text in enumerate(captions or []):
+        r, c = divmod(k, cols)
+        ax.text(c * cw + 14, r * ch + cap_h - 1, text, ha="center", va="bottom", fontsize=6.5,
+                color=(colors[k] if colors else "black"), linespacing=1.0)
+
+
+def fig_digits(x: np.ndarray, y: np.ndarray, path: Path, per_class: int = 10) -> Path:
+    plt = _plt()
+    rng = np.random.default_rng(0)
+    idx = [i for d in range(10) for i in rng.choice(np.flatnonzero(y == d), per_class, replace=False)]
+    fig, ax = plt.subplots(figsize=(per_class * 0.5, 10 * 0.5 + 0.3))
+    _mosaic(ax, x[idx], per_class)
+    ax.set_title("MNIST training images, one row per digit")
+    return _save(fig, path)
+
+
+def fig_predictions(x, y, prob, label: str, path: Path, n: int = 24) -> Path:
+    plt = _plt()
+    pred = prob.argmax(1)
+    n = min(n, len(x))
+    ok = pred[:n] == y[:n]
+    caps = [f"{pred[k]} ({prob[k, pred[k]]:.0%})" + ("" if ok[k] else f" ≠{y[k]}") for k in range(n)]
+    fig, ax = plt.subplots(figsize=(7, 3.2))
+    # The first n test images: no cherry-picking.
+    _mosaic(ax, x[:n], 8, caps, ["black" if o else "red" for o in ok], gap=6, cap_h=9)
+    ax.set_title(f"First {n} test images: prediction (confidence) by {label}")
+    return _save(fig, path)
+
+
+def fig_confusion(y, pred, label: str, path: Path) -> Path:
+    plt = _plt()
+    cm = confusion_matrix(y, pred)
+    off = cm.copy()
+    np.fill_diagonal(off, 0)
+    fig, ax = plt.subplots(figsize=(5.2, 4.6))
+    # Colour the errors only: the diagonal (~1000 per class) would wash out the off-diagonal.
+    im = ax.imshow(off, cmap="Reds", vmin=0, vmax=max(1, off.max()))
+    for i in range(10):
+        for j in range(10):
+            v = cm[i, j]
+            if v:
+                ax.text(j, i, str(v), ha="center", va="center", fontsize=6.5,
+                        color="tab:blue" if i == j else ("white" if v > off.max() * 0.6 else "black"),
+                        fontweight="bold" if i == j else "normal")
+    ax.set_xticks(range(10)), ax.set_yticks(range(10))
+    ax.set_xlabel("predicted"), ax.set_ylabel("true")
+    acc = np.trace(cm) / cm.sum()
+    ax.set_title(f"{label}: {cm.sum() - np.trace(cm)} errors in {cm.sum()} ({acc:.2%} correct)")
+    fig.colorbar(im, ax=ax, shrink=0.8, label="errors (diagonal in blue: correct)")
+    return _save(fig, path)
+
+
+def fig_misclassified(x, y, prob, label: str, path: Path, n: int = 32) -> Path:
+    plt = _plt()
+    pred = prob.argmax(1)
+    all_wrong = np.flatnonzero(pred != y)
+    wrong = all_wrong[np.argsort(-prob[all_wrong, pred[all_wrong]])][:n]  # most confident first
+    caps = [f"{y[i]}→{pred[i]} {prob[i, pred[i]]:.0%}\n#{i}" for i in wrong]
+    rows = max(1, -(-len(wrong) // 8))
+    fig, ax = plt.subplots(figsize=(7, 0.3 + rows * 1.2))
+    _mosaic(ax, x[wrong], 8, caps, ["darkred"] * len(wrong), gap=8, cap_h=16)
+    ax.set_title(f"The {len(wrong)} most confident of {len(all_wrong)} misclassified test digits\n"
+                 f"(true→predicted, confidence, test index) by {label}")
+    return _save(fig, path)
+
+
+def fig_curves(runs: list[dict], path: Path) -> Path:
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5.5, 3.2))
+    for m in runs:
+        h = m.get("history") or []
+        ep = [e["epoch"] for e in h]
+        acc = [100 * e["test_accuracy"] for e in h]
+        ax.plot(ep, acc, marker="o", ms=3, label=f"{m['framework']}/{m['arch']} "
+                f"({m['params']:,} params)")
+    ax.set_xlabel("epoch"), ax.set_ylabel("test accuracy (%)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    ax.set_title("Test accuracy after each epoch (metrics.json history)")
+    return _save(fig, path)
+
+
+def fig_weights(layers: list[tuple[str, np.ndarray]], label: str, path: Path) -> tuple[Path, dict]:
+    """Per-channel min/max of the layer with the widest spread of ranges, its per-channel
+    int8 rounding error per-tensor vs per-channel, and the SQNR of every conv layer."""
+    plt = _plt()
+    stats = []
+    for name, w in layers:
+        flat = w.reshape(len(w), -1)
+        amax = np.abs(flat).max(1)
+        t, _ = quantize_symmetric(w, per_channel=False)
+        c, _ = quantize_symmetric(w, per_channel=True)
+        stats.append({"layer": name, "channels": len(w),
+                      "range_ratio": float(amax.max() / max(amax.min(), 1e-12)),
+                      "sqnr_per_tensor_db": sqnr_db(w, t), "sqnr_per_channel_db": sqnr_db(w, c)})
+    show = int(np.argmax([s["range_ratio"] for s in stats]))
+    name, w = layers[show]
+    flat = w.reshape(len(w), -1)
+    order = np.argsort(np.abs(flat).max(1))  # channels sorted by range: the spread is visible
+    t, _ = quantize_symmetric(w, per_channel=False)
+    c, _ = quantize_symmetric(w, per_channel=True)
+
+    def rms(a):
+        return np.sqrt(np.mean(a.reshape(len(a), -1) ** 2, axis=1))
+
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.4), gridspec_kw={"width_ratios": [1.3, 1.3, 1]})
+    ch = np.arange(len(w))
+    ax = axes[0]
+    ax.vlines(ch, flat.min(1)[order], flat.max(1)[order], color="tab:blue", lw=2)
+    amax = np.abs(flat).max()
+    ax.axhline(amax, color="tab:red", ls="--", lw=1)
+    ax.axhline(-amax, color="tab:red", ls="--", lw=1, label="per-tensor range ±max|w|")
+    ax.set_xlabel("output channel (sorted by range)"), ax.set_ylabel("weight value")
+    ax.set_title(f"{name}: per-channel min..max")
+    ax.legend(fontsize=7, loc="lower right")
+
+    ax = axes[1]
+    et, ec = rms(w - t)[order], rms(w - c)[order]
+    sig = rms(w)[order]
+    ax.semilogy(ch, et / sig, "o-", ms=2.5, lw=1, color="tab:red", label="per-tensor scale")
+    ax.semilogy(ch, ec / sig, "o-", ms=2.5, lw=1, color="tab:green", label="per-channel scale")
+    ax.set_xlabel("output channel (sorted by range)"), ax.set_ylabel("RMS rounding error / RMS weight")
+    ax.set_title("int8 rounding error of each channel")
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3, which="both")
+
+    ax = axes[2]
+    pos = np.arange(len(stats))
+    ax.barh(pos + 0.2, [s["sqnr_per_tensor_db"] for s in stats], 0.4, color="tab:red", label="per-tensor")
+    ax.barh(pos - 0.2, [s["sqnr_per_channel_db"] for s in stats], 0.4, color="tab:green", label="per-channel")
+    ax.set_yticks(pos, [s["layer"].replace(" +BN folded", "+BN") for s in stats], fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xlabel("SQNR (dB, higher is better)")
+    ax.set_title("int8 weight SQNR of every conv")
+    ax.legend(fontsize=7, loc="lower right")
+    fig.suptitle(f"Weights of {label}, symmetric int8 (scale = max|w|/127)")
+    fig.tight_layout()
+    return _save(fig, path), {"shown": name, "layers": stats}
+
+
+def fig_pareto(rows: list[dict], source: str, path: Path) -> Path:
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6.4, 4))
+    lat = np.array([r["latency_ms"] for r in rows])
+    acc = np.array([100 * r["accuracy"] for r in rows])
+    # A model is on the front if no other is both faster and at least as accurate.
+    front = [i for i in range(len(rows))
+             if not any((lat[j] <= lat[i] and acc[j] >= acc[i]) and (lat[j] < lat[i] or acc[j] > acc[i])
+                        for j in range(len(rows)))]
+    ax.scatter(lat, acc, s=18, color="tab:gray", zorder=2)
+    ax.scatter(lat[front], acc[front], s=28, color="tab:red", zorder=3, label="Pareto front")
+    f = sorted(front, key=lambda i: lat[i])
+    ax.step(lat[f], acc[f], where="post", color="tab:red", lw=1, alpha=0.6)
+    for r, x, y_ in zip(rows, lat, acc):
+        ax.annotate(r["name"], (x, y_), fontsize=6, xytext=(3, 2), textcoords="offset points")
+    ax.set_xscale("log")
+    ax.set_xlabel("latency p50 (ms, log scale; lower is better)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7, loc="lower right")
+    ax.set_title(f"Latency vs accuracy ({source})")
+    return _save(fig, path)
+
+
+# --------------------------------------------------------------------------------------------
+# the whole report
+
+
+def build_report(out: Path, figures: list[str] | None = None, run: Path | None = None,
+                 model: Path | None = None, bench: Path | None = None, data=None,
+                 workspace_dir: Path | None = None) -> Report:
+    """Draw the requested figures (default: all) into `out`; skip those without inputs."""
+    from ..workspace import workspace
+
+    figures = list(figures or FIGURES)
+    for f in figures:
+        if f not in FIGURES:
+            raise ConfigError(f"unknown figure '{f}'; choose from: {', '.join(FIGURES)}")
+    ws = Path(workspace_dir) if workspace_dir else workspace()
+    rep = Report()
+    out = Path(out)
+    if run is None and model is None:
+        run = default_run(ws / "runs")
+    if data is None:
+        from ..data import load_mnist
+
+        data = load_mnist()
+    x, y = data.x_test, data.y_test.astype(np.int64)
+
+    if "digits" in figures:
+        rep.written.append(fig_digits(data.x_train, data.y_train, out / "digits.png"))
+
+    needs_pred = {"predictions", "confusion", "misclassified"} & set(figures)
+    if needs_pred and run is None and model is None:
+        for f in needs_pred:
+            rep.skipped[f] = "no run or model (train one with 'mnistopt train', or pass --run/--model)"
+    elif needs_pred:
+        prob, label = predictions(x, run=run, model=model)
+        pred = prob.argmax(1)
+        cm = confusion_matrix(y, pred)
+        off = cm - np.diag(np.diag(cm))
+        i, j = np.unravel_index(np.argmax(off), off.shape)
+        rep.facts["predictions"] = {
+            "source": label, "accuracy": float((pred == y).mean()), "errors": int((pred != y).sum()),
+            "most_confused": {"true": int(i), "predicted": int(j), "count": int(off[i, j])},
+            "per_class_errors": (cm.sum(1) - np.diag(cm)).tolist(),
+        }
+        if "predictions" in figures:
+            rep.written.append(fig_predictions(x, y, prob, label, out / "predictions.png"))
+        if "confusion" in figures:
+            rep.written.append(fig_confusion(y, pred, label, out / "confusion.png"))
+        if "misclassified" in figures:
+            rep.written.append(fig_misclassified(x, y, prob, label, out / "misclassified.png"))
+
+    if "curves" in figures:
+        runs = []
+        for p in sorted((ws / "runs").glob("*/metrics.json")):
+            try:
+                m = json.loads(p.read_text())
+                if m.get("history"):
+                    runs.append(m)
+            except (OSError, ValueError):
+                continue
+        if runs:
+            rep.written.append(fig_curves(runs, out / "curves.png"))
+        else:
+            rep.skipped["curves"] = f"no runs with a history under {ws / 'runs'}"
+
+    if "weights" in figures:
+        wrun = _torch_run(run, ws)
+        if wrun is None:
+            rep.skipped["weights"] = "needs a PyTorch run (mnistopt train --framework torch)"
+        else:
+            from ..train import load_run
+
+            r = load_run(wrun)
+            p, facts = fig_weights(torch_conv_weights(r), f"{r.framework}/{r.arch} ({wrun.name})",
+                                   out / "weights.png")
+            rep.written.append(p)
+            rep.facts["weights"] = {"run": str(wrun), **facts}
+
+    if "pareto" in figures:
+        bench = Path(bench) if bench else default_bench(ws / "reports")
+        if bench is None:
+            rep.skipped["pareto"] = "no benchmark JSON (run 'mnistopt bench', or pass --bench)"
+        else:
+            try:
+                rows = bench_rows(json.loads(bench.read_text()))
+            except (OSError, ValueError) as exc:
+                raise ConfigError(f"{bench}: not a readable benchmark JSON ({exc})") from None
+            if not rows:
+                raise ConfigError(f"{bench}: no rows with both a latency and an accuracy")
+            rep.written.append(fig_pareto(rows, bench.name, out / "pareto.png"))
+            rep.facts["pareto"] = {"bench": str(bench), "rows": rows}
+    return rep
+
+
+def _torch_run(run: Path | None, ws: Path) -> Path | None:
+    """`run` if it is a PyTorch run, else the workspace's torch-seed (or any torch run)."""
+    def is_torch(p: Path) -> bool:
+        try:
+            return json.loads((p / "metrics.json").read_text()).get("framework") == "torch"
+        except (OSError, ValueError):
+            return False
+
+    if run is not None and is_torch(Path(run)):
+        return Path(run)
+    cands = [ws / "runs" / "torch-seed"] + sorted((ws / "runs").glob("torch-*"))
+    return next((p for p in cands if is_torch(p)), None)
