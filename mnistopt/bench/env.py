@@ -22,6 +22,20 @@ LIBRARIES = ("numpy", "onnxruntime", "onnxruntime-gpu", "ai-edge-litert", "torch
 
 
 def cpu_info() -> dict:
+    """Model, machine and the SIMD flags that matter; mnistopt.hw's reading when present."""
+    out = _cpu_info_proc()
+    try:
+        from ..hw import cpu_info as hw_cpu_info
+
+        hw = hw_cpu_info()
+        out.update(model=hw.model, machine=hw.machine, vnni=hw.vnni, dotprod=hw.arm_dotprod,
+                   avx2=hw.avx2, int8_flags=hw.int8_flags(), cpus=hw.cores)
+    except Exception:  # an older copy of the package on a device: /proc/cpuinfo suffices
+        pass
+    return out
+
+
+def _cpu_info_proc() -> dict:
     model, flags = platform.processor() or platform.machine(), set()
     try:
         with open("/proc/cpuinfo") as f:
