@@ -80,6 +80,10 @@ class DeviceError(MnistoptError):
     """The requested device (GPU, ARM target) is not available."""
 
 
+class McuError(MnistoptError):
+    """A model cannot run on a microcontroller (not int8, an operator TFLite Micro lacks)."""
+
+
 def require(module: str, extra: str, what: str = ""):
     """Import `module` or raise MissingExtraError naming the extra that provides it."""
     import importlib
