@@ -1,0 +1,282 @@
+"""`export()`: convert, quantize, validate against the native model, then write atomically."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from ..errors import ConfigError, ValidationError
+from .registry import FORMATS, MODES, QUANT_TAGS, get_exporter
+
+SCHEMA = "mnistopt.artifact/1"
+LABELS = [str(i) for i in range(10)]
+DEFAULT_CALIB = 512
+DEFAULT_OPSET = 18
+
+
+@dataclass
+class Artifact:
+    path: Path
+    sidecar: Path | None
+    metadata: dict[str, Any]
+
+    @property
+    def report(self) -> dict:
+        """The validation report (numbers), or {} when validation was off."""
+        return self.metadata.get("validation") or {}
+
+
+@dataclass
+class Context:
+    """What the path modules need besides the run."""
+
+    opset: int = DEFAULT_OPSET
+    calib: np.ndarray | None = None  # uint8 (N, 28, 28) training images
+    calib_source: str = ""
+    progress: bool = True
+    cpu: Any = None  # hw.CpuInfo; None = this machine
+    extra: dict = field(default_factory=dict)
+
+
+def _modes(quantize: str | Sequence[str]) -> list[str]:
+    modes = [quantize] if isinstance(quantize, str) else list(quantize)
+    if "all" in modes:
+        modes = list(MODES)
+    for m in modes:
+        if m not in MODES:
+            raise ConfigError(f"unknown quantize mode '{m}'; choose from: {', '.join(MODES)}, all")
+    return list(dict.fromkeys(modes))
+
+
+def _formats(fmt: str | Sequence[str]) -> list[str]:
+    fmts = [fmt] if isinstance(fmt, str) else list(fmt)
+    if "all" in fmts:
+        fmts = list(FORMATS)
+    for f in fmts:
+        if f not in FORMATS:
+            raise ConfigError(f"unknown export format '{f}'; choose one of: {', '.join(FORMATS)}, all")
+    return list(dict.fromkeys(fmts))
+
+
+def calibration_images(data, n: int, seed: int = 0) -> np.ndarray:
+    """`n` training images (never test images), a fixed random draw so it is reproducible."""
+    if n is None or n < 1:
+        raise ConfigError(f"--calib-samples must be at least 1, got {n}")
+    n = min(n, len(data.x_train))
+    idx = np.random.default_rng(seed).choice(len(data.x_train), n, replace=False)
+    return data.x_train[np.sort(idx)]
+
+
+def default_path(run, fmt: str, mode: str) -> Path:
+    return run.path / "export" / f"{run.arch}-{run.framework}-{QUANT_TAGS[mode]}{FORMATS[fmt]}"
+
+
+def _target(run, fmt, mode, out, many: bool) -> Path:
+    if out is None:
+        return default_path(run, fmt, mode)
+    out = Path(out)
+    if out.suffix in (".onnx", ".tflite"):
+        if many:
+            raise ConfigError(f"--out {out} names one file but this exports several; give a directory")
+        if out.suffix != FORMATS[fmt]:
+            raise ConfigError(f"--out {out}: a {fmt} file should end in {FORMATS[fmt]}")
+        return out
+    return out / default_path(run, fmt, mode).name
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _write_json(path: Path, obj) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(obj, f, indent=2)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def export(run, format: str | Sequence[str] = "onnx", quantize: str | Sequence[str] = "none", *,
+           calib_samples: int = DEFAULT_CALIB, opset: int = DEFAULT_OPSET,
+           out: str | os.PathLike | None = None, validate: bool = True,
+           atol: float | None = None, data=None, progress: bool = True, cpu=None) -> list[Artifact]:
+    """Export `run` (a Run or its directory) to each format x quantize mode; return the artifacts.
+
+    Each file is validated on the full test set of `data` (MNIST by default) before it is
+    written; a failure raises a ValidationError subclass and leaves no file behind.
+    """
+    from ..progress import progress_bar
+    from ..train import Run, load_run
+    from . import runners
+
+    run = run if isinstance(run, Run) else load_run(run)
+    fmts, modes = _formats(format), _modes(quantize)
+    if opset < 17:
+        raise ConfigError(f"--opset must be at least 17, got {opset}")
+    if atol is not None and not atol > 0:
+        raise ConfigError(f"--atol must be positive, got {atol}")
+    jobs = []
+    for fmt in fmts:
+        exp = get_exporter(run.framework, fmt)
+        for mode in modes:
+            if mode not in exp.modes:
+                raise ConfigError(f"{run.framework} -> {fmt} has no quantize mode '{mode}'; "
+                                  f"it has: {', '.join(exp.modes)}")
+        jobs.append((fmt, exp))
+    needs_calib = "int8" in modes
+    if needs_calib and (calib_samples is None or calib_samples < 1):
+        raise ConfigError(f"--calib-samples must be at least 1 for int8, got {calib_samples}")
+    many = len(fmts) * len(modes) > 1
+    targets = {(f, m): _target(run, f, m, out, many) for f in fmts for m in modes}
+    impls = [(fmt, exp, exp.impl()) for fmt, exp in jobs]  # missing extras fail before any work
+
+    if data is None:
+        from ..data import load_mnist
+
+        data = load_mnist()
+    ctx = Context(opset=opset, progress=progress, cpu=cpu)
+    if needs_calib:
+        ctx.calib = calibration_images(data, calib_samples)
+        ctx.calib_source = f"training set, {len(ctx.calib)} images drawn with seed 0"
+
+    native = None
+    if validate:
+        native = []
+        with progress_bar(f"native {run.framework} logits", len(data.x_test), progress) as advance:
+            for j in range(0, len(data.x_test), 1000):
+                native.append(run.logits(data.x_test[j:j + 1000]))
+                advance(len(native[-1]))
+        native = np.concatenate(native)
+
+    artifacts = []
+    for fmt, exp, impl in impls:
+        with tempfile.TemporaryDirectory(prefix="mnistopt-export-") as tmp:
+            work = Path(tmp)
+            t0 = time.perf_counter()
+            with progress_bar(f"{run.framework} -> {fmt} fp32", 1, progress) as advance:
+                fp32 = impl.convert(run, work, ctx)
+                advance(1)
+            convert_s = time.perf_counter() - t0
+            fp32_size = fp32.stat().st_size
+            tools = impl.tools(run.framework)
+            for mode in modes:
+                t0 = time.perf_counter()
+                if mode == "none":
+                    model, settings, reason = fp32, {}, "float32, numerically the native model"
+                else:
+                    with progress_bar(f"{run.framework} -> {fmt} {mode}", 1, progress) as advance:
+                        model, settings, reason = impl.quantize(fp32, mode, work, ctx)
+                        advance(1)
+                seconds = time.perf_counter() - t0 + (convert_s if mode == "none" else 0.0)
+                r = runners.runner(model)
+                meta = {
+                    "schema": SCHEMA, "format": fmt, "framework": run.framework, "arch": run.arch,
+                    "labels": LABELS,
+                    "source": {"run": str(run.path), "native": run.metrics["native"],
+                               "sha256": run.metrics.get("native_sha256"),
+                               "test_accuracy": run.metrics.get("test_accuracy")},
+                    "input": r.io["input"], "output": r.io["output"],
+                    "quantize": {"mode": mode, "tag": QUANT_TAGS[mode], "settings": settings,
+                                 "reason": reason},
+                    "tools": {**tools, "mnistopt": _version()},
+                    "validation": None,
+                    "export_seconds": round(seconds, 3),
+                    "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                }
+                size = model.stat().st_size
+                what = f"{run.framework} -> {fmt} {QUANT_TAGS[mode]}"
+                if validate:
+                    report = _validate(r, native, data, exp.tolerance(mode).with_atol(atol),
+                                       what, progress)
+                    report.update(size_bytes=size, fp32_size_bytes=fp32_size,
+                                  size_ratio_to_fp32=size / fp32_size)
+                    meta["validation"] = report
+                artifacts.append(_write(impl, model, targets[(fmt, mode)], meta))
+    return artifacts
+
+
+def _validate(r, native, data, tol, what, progress) -> dict:
+    from ..parity import check
+    from ..progress import progress_bar
+    from . import runners
+
+    with progress_bar(f"validate {what}", len(data.x_test), progress) as advance:
+        got = runners.logits(r, data.x_test, batch=1000, advance=advance)
+    try:
+        return check(native, got, data.y_test, tol, what=what)
+    except ValidationError as exc:
+        exc.args = (f"{exc.args[0]}; nothing written",)
+        raise
+
+
+def _write(impl, model: Path, target: Path, meta: dict) -> Artifact:
+    """Embed the metadata, write the model and its sidecar beside `target`, each atomically."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=target.suffix, dir=target.parent)
+    os.close(fd)
+    tmp = Path(tmp)
+    try:
+        impl.embed(model, tmp, meta)
+        sidecar_meta = {**meta, "file": {"name": target.name, "bytes": tmp.stat().st_size,
+                                         "sha256": sha256_file(tmp)}}
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+    sidecar = target.with_suffix(".json")
+    _write_json(sidecar, sidecar_meta)
+    return Artifact(path=target, sidecar=sidecar, metadata=sidecar_meta)
+
+
+def _version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("mnistopt")
+    except Exception:
+        return "unknown"
+
+
+def read_metadata(path: str | os.PathLike) -> dict | None:
+    """An artifact's metadata: its sidecar if present, else what is embedded, else None."""
+    path = Path(path)
+    sidecar = path.with_suffix(".json")
+    if sidecar.is_file():
+        return json.loads(sidecar.read_text())
+    if path.suffix == ".onnx":
+        from .onnx_paths import read_embedded
+
+        return read_embedded(path)
+    if path.suffix == ".tflite":
+        from .tflite_meta import read_embedded
+
+        return read_embedded(path)
+    return None
+
+
+def cross_check(a: str | os.PathLike, b: str | os.PathLike, images: np.ndarray,
+                labels: np.ndarray | None = None) -> dict:
+    """Compare two artifacts (e.g. ONNX int8 vs TFLite int8) on `images`: the parity numbers."""
+    from ..parity import compare
+    from . import runners
+
+    return compare(runners.logits(Path(a), images), runners.logits(Path(b), images), labels)
