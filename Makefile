@@ -16,8 +16,10 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[all,dev]'
 	touch $(STAMP)
 
+# data -> train (fast defaults) -> export -> bench -> workspace/reports/bench.{json,md,png};
+# steps whose outputs exist are skipped (FORCE=1 redoes them).
 demo: $(STAMP)
-	$(PY) -m mnistopt data
+	$(PY) -m mnistopt demo $(if $(FORCE),--force,)
 
 # Fast tests plus the slow ones that fit CI's budget; `make test-all` runs everything.
 test: $(STAMP)

@@ -23,6 +23,7 @@ app = typer.Typer(
 
 def _register() -> None:
     from .bench.cli import bench_command
+    from .bench.demo import demo_command
     from .data_cli import data_command
     from .export.cli import export_command
     from .report.cli import report_command
@@ -33,6 +34,7 @@ def _register() -> None:
     app.command("train")(train_command)
     app.command("export")(export_command)
     app.command("bench")(bench_command)
+    app.command("demo")(demo_command)
     app.command("predict")(predict_command)
     app.command("report")(report_command)
 

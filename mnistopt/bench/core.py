@@ -80,11 +80,17 @@ def artifact_item(path: Path) -> Item:
     arch = meta.get("arch") or guess.get("arch")
     params, macs = _arch_figures(arch)
     fmt = path.suffix.lower()[1:]
+    q = meta.get("quantize") if isinstance(meta.get("quantize"), dict) else {}
+    val = meta.get("validation") if isinstance(meta.get("validation"), dict) else {}
+    keep = {"quantize_reason": q.get("reason"), "quantize_settings": q.get("settings"),
+            "source_run": (meta.get("source") or {}).get("run") if isinstance(meta.get("source"), dict) else None,
+            # what the exporter measured against the native model, for the reader's cross-check
+            "validation": {k: v for k, v in val.items() if isinstance(v, (int, float, str, bool))} or None}
     return Item(id=path.name, kind="artifact", path=path, backend=ARTIFACT_BACKEND[path.suffix.lower()],
                 framework=meta.get("framework") or guess.get("framework"), arch=arch, format=fmt,
-                quant=meta.get("quant") or meta.get("quantization") or guess.get("quant"),
+                quant=q.get("tag") or guess.get("quant"),
                 file_bytes=path.stat().st_size, params=params, macs=macs,
-                meta={k: v for k, v in meta.items() if isinstance(v, (str, int, float, bool))})
+                meta={k: v for k, v in keep.items() if v is not None})
 
 
 def native_item(run_dir: Path) -> Item:
