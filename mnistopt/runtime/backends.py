@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import threading
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -25,13 +24,23 @@ _ORT_TYPES = {
 }
 
 
-@dataclass(frozen=True)
 class TensorInfo:
-    name: str
-    shape: tuple  # ints, -1 where the model leaves the dimension free (the batch, usually)
-    dtype: type
-    scale: float | None = None  # int8/uint8 tensors: real = (q - zero_point) * scale
-    zero_point: int | None = None
+    """One model input or output as the model itself declares it."""
+
+    # A plain class: dataclasses pulls in `inspect`, ~10 ms of cold start on a small device.
+    __slots__ = ("name", "shape", "dtype", "scale", "zero_point")
+
+    def __init__(self, name: str, shape: tuple, dtype: type, scale: float | None = None,
+                 zero_point: int | None = None):
+        self.name = name
+        self.shape = shape  # ints, -1 where the model leaves the dimension free (the batch)
+        self.dtype = dtype
+        self.scale = scale  # int8/uint8 tensors: real = (q - zero_point) * scale
+        self.zero_point = zero_point
+
+    def __repr__(self) -> str:
+        return (f"TensorInfo({self.name!r}, {self.shape}, {np.dtype(self.dtype).name}, "
+                f"scale={self.scale}, zero_point={self.zero_point})")
 
 
 def physical_cores() -> int:
@@ -160,7 +169,7 @@ class TFLiteBackend:
             raise ModelLoadError(f"{path}: has {len(ins)} inputs; an MNIST classifier has one "
                                  "(the images)")
         self.input, self.output = self._info(ins[0]), self._info(outs[0])
-        self.custom_metadata = {}
+        self.custom_metadata = tflite_metadata(path)
         self.providers = ["LiteRT/XNNPACK"]
         self._in_idx, self._out_idx = ins[0]["index"], outs[0]["index"]
         self._in_shape = [int(d) for d in ins[0]["shape"]]
@@ -188,6 +197,71 @@ class TFLiteBackend:
             self.interp.set_tensor(self._in_idx, x)
             self.interp.invoke()
             return self.interp.get_tensor(self._out_idx)  # a copy: safe once the lock is released
+
+
+def tflite_metadata(path: Path) -> dict[str, str]:
+    """The flatbuffer's named metadata entries that hold UTF-8 text (e.g. "mnistopt" JSON).
+
+    A minimal flatbuffer walk (Model.metadata -> Metadata{name, buffer} -> Buffer.data), so no
+    tflite schema package is needed; anything unexpected yields {} (metadata is optional).
+    """
+    import struct
+
+    try:
+        b = Path(path).read_bytes()
+        u32 = lambda o: struct.unpack_from("<I", b, o)[0]  # noqa: E731
+
+        def field(table: int, i: int) -> int | None:
+            vt = table - struct.unpack_from("<i", b, table)[0]
+            vsize = struct.unpack_from("<H", b, vt)[0]
+            if 4 + 2 * i >= vsize:
+                return None
+            off = struct.unpack_from("<H", b, vt + 4 + 2 * i)[0]
+            return table + off if off else None
+
+        def ref(pos: int) -> int:
+            return pos + u32(pos)
+
+        def vector(pos: int):
+            start = ref(pos)
+            return start + 4, u32(start)
+
+        model = u32(0)
+        meta_f, buf_f = field(model, 6), field(model, 4)
+        if meta_f is None or buf_f is None:
+            return {}
+        bufs, n_bufs = vector(buf_f)
+        out = {}
+        start, n = vector(meta_f)
+        for k in range(n):
+            entry = ref(start + 4 * k)
+            name_f, bidx_f = field(entry, 0), field(entry, 1)
+            if name_f is None or bidx_f is None:
+                continue
+            s0, ln = vector(name_f)
+            name = b[s0:s0 + ln].decode("utf-8", "replace")
+            idx = u32(bidx_f)
+            if idx >= n_bufs:
+                continue
+            buf = ref(bufs + 4 * idx)
+            data_f = field(buf, 0)
+            if data_f is not None:
+                d0, dl = vector(data_f)
+                data = b[d0:d0 + dl]
+            else:  # large models keep buffers after the flatbuffer: (offset, size)
+                off_f, size_f = field(buf, 1), field(buf, 2)
+                if off_f is None or size_f is None:
+                    continue
+                off, size = struct.unpack_from("<Q", b, off_f)[0], struct.unpack_from(
+                    "<Q", b, size_f)[0]
+                data = b[off:off + size]
+            try:
+                out[name] = data.decode("utf-8")
+            except UnicodeDecodeError:
+                pass  # binary metadata (e.g. min_runtime_version is text; others may not be)
+        return out
+    except (OSError, struct.error, IndexError, ValueError):
+        return {}
 
 
 BACKENDS = {"onnx": OnnxBackend, "tflite": TFLiteBackend}

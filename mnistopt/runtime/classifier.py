@@ -69,6 +69,12 @@ def read_metadata(path: Path, fmt: str, embedded: dict) -> dict:
             continue
         if not isinstance(data, dict) or data.get("format", fmt) != fmt:
             continue
+        size = (data.get("file") or {}).get("bytes")
+        if size is not None and size != path.stat().st_size:
+            # A sidecar left over from another export of the same name: its numbers would lie.
+            warnings.warn(f"{side} describes a {size}-byte file, not this one; ignored",
+                          stacklevel=3)
+            continue
         meta.update(data)
         meta["sidecar"] = str(side)
         break

@@ -1,12 +1,52 @@
-"""`mnistopt predict` (placeholder until the runtime lands)."""
+"""`mnistopt predict MODEL IMAGE...`: label and confidence per image."""
 
 from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, List, Optional
 
 import typer
 
 
-def predict_command() -> None:
-    """Classify image files with an exported model."""
-    from ..errors import MnistoptError
+def predict_command(
+    model: Annotated[Path, typer.Argument(help="An exported model (.onnx or .tflite)")],
+    images: Annotated[List[Path], typer.Argument(
+        help="Image files (PNG, JPEG, ...: MNIST-preprocessed, needs mnistopt[images]) and/or "
+             ".npy arrays of 28x28 images")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object")] = False,
+    threads: Annotated[Optional[int], typer.Option(
+        min=1, help="Intra-op threads [default: physical cores]")] = None,
+    device: Annotated[str, typer.Option(help="cpu, or cuda[:N] for ONNX models")] = "cpu",
+    top: Annotated[int, typer.Option(min=1, max=10, help="Show the k most likely labels")] = 1,
+) -> None:
+    """Classify images with an exported model: label and confidence for each."""
+    import numpy as np
 
-    raise MnistoptError("predict is not implemented yet")
+    from . import load
+    from .preprocess import load_images
+
+    clf = load(model, threads=threads, device=device)
+    names, batches = [], []
+    for path in images:  # one file at a time, so every error names its file
+        arr = load_images([path])
+        batches.append(arr)
+        names += [str(path)] if path.suffix.lower() != ".npy" else \
+            [f"{path}[{i}]" for i in range(len(arr))]
+    proba = clf.predict_proba(np.concatenate(batches))
+    order = np.argsort(-proba, axis=1)[:, :top]
+    rows = [{"image": name, "label": clf.labels[int(o[0])],
+             "confidence": round(float(p[o[0]]), 6),
+             **({"top": [[clf.labels[int(k)], round(float(p[k]), 6)] for k in o]}
+                if top > 1 else {})}
+            for name, p, o in zip(names, proba, order)]
+    if as_json:
+        typer.echo(json.dumps({"model": str(model), "format": clf.format,
+                               "predictions": rows}))
+        return
+    width = max(len(n) for n in names)
+    for row in rows:
+        extra = ""
+        if top > 1:
+            extra = "   " + "  ".join(f"{lab}:{p:.1%}" for lab, p in row["top"][1:])
+        typer.echo(f"{row['image']:<{width}}  {row['label']}  ({row['confidence']:.1%}){extra}")

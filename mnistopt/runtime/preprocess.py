@@ -1,0 +1,165 @@
+"""Image files -> MNIST-style 28x28 uint8 digits (white ink on black, centred by mass).
+
+MNIST's own recipe (LeCun et al.): the digit is size-normalised into a 20x20 box keeping its
+aspect ratio (anti-aliased, hence grey levels), then placed in a 28x28 field so that its centre
+of mass sits at the centre. A photo of a digit on paper needs more first: grayscale, invert
+(paper is light, MNIST ink is bright), remove the paper's uneven background, crop to the ink,
+and thicken thin pen strokes that would vanish when shrunk. numpy + Pillow (imported lazily).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import InputError, require
+
+BOX, SIZE = 20, 28
+# Photos are reduced to this longest side first: plenty for a 20-pixel digit, and it bounds
+# the cost of filtering a 12-megapixel picture.
+WORK_SIDE = 256
+# MNIST strokes are about 2-3 pixels wide in the 20-pixel box, i.e. ~12% of the digit's height.
+STROKE_FRACTION = 0.12
+
+
+def _pil():
+    return require("PIL.Image", "images", "reading image files")
+
+
+def open_image(path) -> np.ndarray:
+    """Read an image file as float32 grayscale in [0, 1] (transparency composited on white)."""
+    Image = _pil()
+    from PIL import ImageOps, UnidentifiedImageError
+
+    path = Path(path)
+    try:
+        with Image.open(path) as im:
+            im = ImageOps.exif_transpose(im)  # phone photos are often stored rotated
+            if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
+                im = im.convert("RGBA")
+                bg = Image.new("RGBA", im.size, (255, 255, 255, 255))
+                im = Image.alpha_composite(bg, im)
+            im = im.convert("L")
+            if max(im.size) > WORK_SIDE:
+                im.thumbnail((WORK_SIDE, WORK_SIDE), Image.Resampling.BOX)
+            return np.asarray(im, dtype=np.float32) / 255.0
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such image file") from None
+    except IsADirectoryError:
+        raise InputError(f"{path}: is a directory, not an image file") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise InputError(f"{path}: not a readable image (PNG, JPEG, ...): {exc}") from None
+
+
+def to_mnist(gray: np.ndarray) -> np.ndarray:
+    """Grayscale float [0, 1] (H, W), any polarity -> uint8 (28, 28) MNIST-style digit."""
+    g = np.asarray(gray, dtype=np.float32)
+    if g.ndim != 2 or min(g.shape) < 2:
+        raise InputError(f"an image must be 2-D grayscale, got shape {g.shape}")
+    border = np.concatenate([g[0], g[-1], g[:, 0], g[:, -1]])
+    if np.median(border) > 0.5:  # light background: dark ink on paper
+        g = 1.0 - g
+    g = _flatten_background(g)
+    lo, hi = np.percentile(g, 50), np.percentile(g, 99.5)
+    if hi - lo < 0.08:
+        raise InputError("the image has no visible digit (it is nearly uniform)")
+    g = np.clip((g - lo) / (hi - lo), 0.0, 1.0)
+    g[g < 0.25] = 0.0  # paper grain and shadows left after levelling
+    mask = g > 0.5
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    if rows.size == 0:
+        raise InputError("the image has no visible digit")
+    g = g[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
+    g = _thicken(g, mask[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1])
+    return _fit_and_centre(g)
+
+
+def _flatten_background(g: np.ndarray) -> np.ndarray:
+    """Subtract a smooth estimate of the background (uneven light and shadows on paper)."""
+    if min(g.shape) < 32:
+        return g
+    Image = _pil()
+    from PIL import ImageFilter
+
+    im = Image.fromarray((g * 255).astype(np.uint8))
+    # On a 32-pixel thumbnail a stroke is a few pixels wide: a 7-pixel min-filter removes the
+    # ink, a blur smooths what is left, and scaling back up gives the background everywhere.
+    small = im.resize((32, 32), Image.Resampling.BOX)
+    bg = small.filter(ImageFilter.MinFilter(7)).filter(ImageFilter.GaussianBlur(2))
+    bg = bg.resize(im.size, Image.Resampling.BILINEAR)
+    return np.clip(g - np.asarray(bg, dtype=np.float32) / 255.0, 0.0, 1.0)
+
+
+def _thicken(g: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Dilate strokes that are thin relative to the digit's size (a pen on a big photo)."""
+    area = int(mask.sum())
+    inner = mask[1:-1, 1:-1] & mask[:-2, 1:-1] & mask[2:, 1:-1] & mask[1:-1, :-2] & mask[1:-1, 2:]
+    perimeter = max(1, area - int(inner.sum()))
+    stroke = 2.0 * area / perimeter  # width of a long thin shape: 2 * area / perimeter
+    want = STROKE_FRACTION * max(g.shape)
+    if stroke >= want * 0.6:
+        return g
+    k = int(round(want - stroke)) | 1
+    if k < 3:
+        return g
+    Image = _pil()
+    from PIL import ImageFilter
+
+    im = Image.fromarray((g * 255).astype(np.uint8)).filter(ImageFilter.MaxFilter(min(k, 15)))
+    return np.asarray(im, dtype=np.float32) / 255.0
+
+
+def _fit_and_centre(g: np.ndarray) -> np.ndarray:
+    """Scale the crop into the 20x20 box (aspect kept), centre its mass in 28x28."""
+    Image = _pil()
+    h, w = g.shape
+    s = BOX / max(h, w)
+    nh, nw = max(1, round(h * s)), max(1, round(w * s))
+    im = Image.fromarray((g * 255).astype(np.uint8)).resize((nw, nh), Image.Resampling.LANCZOS)
+    small = np.asarray(im, dtype=np.float32)
+    if small.max() > 0:  # anti-aliasing dims thin digits; MNIST's ink peaks at 255
+        small *= 255.0 / small.max()
+    total = small.sum()
+    cy = (small.sum(axis=1) @ np.arange(nh)) / total if total else (nh - 1) / 2
+    cx = (small.sum(axis=0) @ np.arange(nw)) / total if total else (nw - 1) / 2
+    top = int(np.clip(round(SIZE / 2 - 0.5 - cy), 0, SIZE - nh))
+    left = int(np.clip(round(SIZE / 2 - 0.5 - cx), 0, SIZE - nw))
+    out = np.zeros((SIZE, SIZE), np.float32)
+    out[top:top + nh, left:left + nw] = small
+    return np.clip(np.round(out), 0, 255).astype(np.uint8)
+
+
+def load_image(path) -> np.ndarray:
+    """An image file -> uint8 (28, 28) MNIST-style digit."""
+    return to_mnist(open_image(path))
+
+
+def load_images(paths) -> np.ndarray:
+    """Image files and/or .npy arrays -> uint8 or float (N, 28, 28), in the given order.
+
+    A .npy holds images already in MNIST form: (28,28), (N,28,28), (N,28,28,1), (N,1,28,28).
+    """
+    from .classifier import images_array
+
+    parts = []
+    for p in paths:
+        p = Path(p)
+        if p.suffix.lower() == ".npy":
+            try:
+                arr = np.load(p, allow_pickle=False)
+            except FileNotFoundError:
+                raise InputError(f"{p}: no such file") from None
+            except (OSError, ValueError) as exc:
+                raise InputError(f"{p}: not a readable .npy array: {exc}") from None
+            try:
+                arr = images_array(arr)
+            except InputError as exc:
+                raise InputError(f"{p}: {exc}") from None
+            parts.append(arr if arr.dtype == np.uint8 else
+                         np.round(arr * 255).astype(np.uint8))
+        else:
+            parts.append(load_image(p)[None])
+    if not parts:
+        raise InputError("no images given")
+    return np.concatenate(parts)

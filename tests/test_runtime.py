@@ -1,0 +1,345 @@
+"""The lean runtime: loading, input adaptation, parity with the frameworks, errors, threads."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import runtime_models as rm
+from mnistopt.errors import ConfigError, DeviceError, InputError, ModelLoadError
+from mnistopt.runtime import images_array, load
+
+HEAVY = ("torch", "tensorflow", "keras", "tf2onnx", "onnx")
+
+
+@pytest.fixture(scope="session")
+def models(tmp_path_factory):
+    """Tiny models of every kind the runtime must read, built once per session (~15 s)."""
+    out = tmp_path_factory.mktemp("runtime-models")
+    meta = {"schema": "mnistopt.artifact/1", "format": "onnx", "labels": list("0123456789"),
+            "input": {"layout": "NHW", "dtype": "uint8", "scale": 1 / 255, "zero_point": 0}}
+    return {
+        "onnx": rm.torch_onnx(out),
+        "tflite": rm.keras_tflite(out),
+        "int8": rm.keras_tflite(out, int8=True),
+        # Hand-built ONNX: a fixed batch of 1 with uint8 (N,28,28) input and embedded metadata.
+        "onnx_u8_b1": rm.onnx_graph(out, "u8b1.onnx", in_shape=(1, 28, 28), in_type="uint8",
+                                    metadata=meta),
+        "onnx_flat": rm.onnx_graph(out, "flat.onnx", in_shape=(-1, 784)),
+        "onnx_32": rm.onnx_graph(out, "in32.onnx", in_shape=(-1, 1, 32, 32)),
+        "onnx_5": rm.onnx_graph(out, "out5.onnx", in_shape=(-1, 1, 28, 28), out_classes=5),
+        "tflite_32": rm.keras_tflite(out, name="in32.tflite", input_shape=(32, 32, 1)),
+        "dir": out,
+    }
+
+
+@pytest.fixture(scope="module")
+def images():
+    return rm.calibration_images(37, seed=3)
+
+
+def _x01(images):
+    return images.astype(np.float32) / 255.0
+
+
+# -- cold start and footprint ---------------------------------------------------------------
+
+@pytest.mark.parametrize("kinds", [("onnx", "tflite"), ("onnx",), ("int8",)])
+def test_fresh_process_imports_no_framework(models, kinds):
+    code = (
+        "import sys, json, numpy as np\n"
+        "import mnistopt.runtime as rt\n"
+        "labels = [int(rt.load(p).predict(np.zeros((2, 28, 28), np.uint8))[0])"
+        " for p in sys.argv[1:]]\n"
+        "print(json.dumps(sorted({m.split('.')[0] for m in sys.modules})))\n")
+    proc = subprocess.run([sys.executable, "-c", code, *(str(models[k]) for k in kinds)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    mods = set(json.loads(proc.stdout.strip().splitlines()[-1]))
+    assert not mods & set(HEAVY), mods & set(HEAVY)
+    for bad in ("mnistopt.train", "mnistopt.export", "mnistopt.bench"):
+        assert bad.split(".")[1] not in {m for m in mods}, bad
+    # Each backend is imported only when a model of its format is loaded.
+    assert ("onnxruntime" in mods) == any(k.startswith("onnx") for k in kinds)
+    assert ("ai_edge_litert" in mods) == any(k in ("tflite", "int8") for k in kinds)
+
+
+def test_runtime_package_imports_nothing_of_the_toolchain():
+    proc = subprocess.run([sys.executable, "-c",
+                           "import sys, mnistopt.runtime, mnistopt.runtime.preprocess, "
+                           "mnistopt.runtime.cli; print(sorted(sys.modules))"],
+                          capture_output=True, text=True, timeout=60)
+    mods = eval(proc.stdout)  # a list literal we printed ourselves
+    assert not [m for m in mods if m.split(".")[0] in HEAVY + ("onnxruntime", "ai_edge_litert",
+                                                                "PIL")]
+    assert not [m for m in mods if m.startswith(("mnistopt.train", "mnistopt.export",
+                                                 "mnistopt.bench"))]
+
+
+def test_coldstart_reports_figures(models):
+    from mnistopt.runtime.coldstart import measure
+
+    r = measure(models["int8"], repeat=1, threads=1)
+    assert r["format"] == "tflite" and r["heavy_modules"] == []
+    assert 0 < r["total_s"] < r["process_s"] and r["peak_rss_mib"] > 1
+
+
+# -- parity with the framework that made the model --------------------------------------------
+
+def test_onnx_matches_torch_for_every_input_form(models, images):
+    ref = rm.torch_reference(models["dir"], "tiny.onnx", _x01(images)[:, None])
+    clf = load(models["onnx"], threads=1)
+    assert clf.format == "onnx" and clf.layout == "NCHW" and clf.input_spec["dtype"] == "float32"
+    x01 = _x01(images)
+    for form in (images, x01, x01[..., None], x01[:, None], images.reshape(len(images), -1),
+                 images.astype(np.int64), x01.astype(np.float64)):
+        np.testing.assert_allclose(clf.logits(form), ref, atol=1e-5, rtol=1e-5)
+    np.testing.assert_allclose(clf.logits(images[0]), ref[:1], atol=1e-5)  # one (28, 28) image
+    assert clf.predict(images).tolist() == ref.argmax(1).tolist()
+    p = clf.predict_proba(images)
+    np.testing.assert_allclose(p.sum(1), 1, atol=1e-5)
+    assert p.argmax(1).tolist() == ref.argmax(1).tolist()
+
+
+def test_tflite_float_matches_keras(models, images):
+    ref = rm.keras_reference(models["dir"], "tiny.tflite", _x01(images)[..., None])
+    clf = load(models["tflite"], threads=1)
+    assert clf.layout == "NHWC" and clf.input_spec["dtype"] == "float32"
+    np.testing.assert_allclose(clf.logits(images), ref, atol=1e-4, rtol=1e-4)
+    np.testing.assert_allclose(clf.logits(_x01(images)[:, None]), ref, atol=1e-4, rtol=1e-4)
+
+
+def test_int8_tflite_uses_its_own_quantization(models, images):
+    from ai_edge_litert.interpreter import Interpreter
+
+    clf = load(models["int8"], threads=1)
+    spec, ospec = clf.input_spec, clf.output_spec
+    assert spec["dtype"] == "int8" and ospec["dtype"] == "int8" and spec["scale"] > 0
+    # The reference: the model's documented contract, applied by hand, image by image.
+    it = Interpreter(model_path=str(models["int8"]))
+    it.allocate_tensors()
+    i, o = it.get_input_details()[0], it.get_output_details()[0]
+    (s_in, z_in), (s_out, z_out) = i["quantization"], o["quantization"]
+    expect = []
+    for img in images:
+        q = np.clip(np.round(img.astype(np.float32) / 255.0 / s_in) + z_in, -128, 127)
+        it.set_tensor(i["index"], q.astype(np.int8).reshape(1, 28, 28, 1))
+        it.invoke()
+        expect.append((it.get_tensor(o["index"]).astype(np.float32) - z_out) * s_out)
+    expect = np.concatenate(expect)
+    np.testing.assert_allclose(clf.logits(images), expect, atol=1e-6)
+    np.testing.assert_allclose(clf.logits(_x01(images)), expect, atol=1e-6)  # float input
+    assert clf.run_raw(clf.prepare(images)).dtype == np.int8
+    # And it still says what the float model says, within a few quantization steps.
+    ref = rm.keras_reference(models["dir"], "tiny-int8.tflite", _x01(images)[..., None])
+    assert np.abs(clf.logits(images) - ref).max() < 8 * s_out
+    assert (clf.predict(images) == ref.argmax(1)).mean() >= 0.9
+
+
+@pytest.mark.parametrize("kind", ["onnx", "tflite", "int8", "onnx_u8_b1", "onnx_flat"])
+def test_batches_of_any_size_agree(models, images, kind):
+    clf = load(models[kind], threads=1)
+    one = np.concatenate([clf.logits(im) for im in images[:5]])
+    np.testing.assert_allclose(clf.logits(images[:5]), one, atol=1e-5)
+    big = np.resize(images, (1500, 28, 28))  # > MAX_BATCH: chunked
+    got = clf.logits(big)
+    assert got.shape == (1500, 10)
+    np.testing.assert_allclose(got[:5], one, atol=1e-5)
+    np.testing.assert_allclose(clf.logits(images[:1]), one[:1], atol=1e-5)  # batch shrinks back
+
+
+def test_fast_path_equals_public_path(models, images):
+    for kind in ("onnx", "int8"):
+        clf = load(models[kind], threads=1)
+        x = clf.prepare(images[:1])
+        assert x.flags.c_contiguous and x.dtype == np.dtype(clf.input_spec["dtype"])
+        assert list(x.shape[1:]) == clf.input_spec["shape"][1:]
+        np.testing.assert_array_equal(clf.logits_prepared(x), clf.logits(images[:1]))
+
+
+def test_threads_share_one_classifier(models, images):
+    for kind in ("onnx", "int8"):
+        clf = load(models[kind], threads=1)
+        want = {n: clf.logits(images[:n]) for n in (1, 2, 5)}
+        with ThreadPoolExecutor(8) as pool:
+            got = list(pool.map(lambda n: (n, clf.logits(images[:n])), [1, 2, 5] * 20))
+        for n, y in got:
+            np.testing.assert_array_equal(y, want[n])
+
+
+# -- metadata --------------------------------------------------------------------------------
+
+def test_embedded_metadata_and_integer_onnx_input(models, images):
+    clf = load(models["onnx_u8_b1"])
+    assert clf.fixed_batch == 1 and clf.layout == "NHW"
+    assert clf.metadata["schema"] == "mnistopt.artifact/1"
+    assert clf.input_spec["dtype"] == "uint8" and clf.input_spec["zero_point"] == 0
+    np.testing.assert_array_equal(clf.prepare(images[:2]), images[:2])  # raw pixels fed as-is
+
+
+def test_bare_model_needs_no_sidecar(models, tmp_path, images):
+    bare = tmp_path / "copied-to-device.bin"  # neither sidecar nor a telling name
+    shutil.copy(models["int8"], bare)
+    clf = load(bare)
+    assert clf.format == "tflite" and clf.metadata == {} and clf.labels == list("0123456789")
+    np.testing.assert_array_equal(clf.logits(images), load(models["int8"]).logits(images))
+
+
+def test_sidecar_read_and_model_quantization_wins(models, tmp_path, images):
+    art = tmp_path / "m-int8.tflite"
+    shutil.copy(models["int8"], art)
+    side = {"schema": "mnistopt.artifact/1", "format": "tflite", "arch": "tiny",
+            "labels": ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight",
+                       "nine"],
+            "input": {"layout": "NHWC", "dtype": "int8", "scale": 0.5, "zero_point": 3},
+            "output": {"dtype": "int8", "scale": 9.0, "zero_point": 1, "kind": "logits"},
+            "file": {"name": art.name, "bytes": art.stat().st_size}}
+    (tmp_path / "m-int8.json").write_text(json.dumps(side))
+    clf = load(art)
+    assert clf.metadata["arch"] == "tiny" and clf.labels[3] == "three"
+    assert clf.input_spec["scale"] != 0.5 and clf.output_spec["scale"] != 9.0
+    np.testing.assert_array_equal(clf.logits(images), load(models["int8"]).logits(images))
+    # A sidecar of another file (other size) or another format is ignored.
+    side["file"]["bytes"] += 1
+    (tmp_path / "m-int8.json").write_text(json.dumps(side))
+    with pytest.warns(UserWarning, match="ignored"):
+        assert "arch" not in load(art).metadata
+    side["file"]["bytes"] -= 1
+    side["format"] = "onnx"
+    (tmp_path / "m-int8.json").write_text(json.dumps(side))
+    assert load(art).metadata == {}
+    (tmp_path / "m-int8.json").write_text("{not json")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert load(art).metadata == {}
+
+
+# -- errors: one clear error each ------------------------------------------------------------
+
+@pytest.mark.parametrize("bad, match", [
+    (np.zeros((3, 32, 32), np.uint8), "shape"),
+    (np.zeros((2, 28, 28, 3), np.uint8), "shape"),
+    (np.zeros((0, 28, 28), np.uint8), "empty batch"),
+    (np.full((1, 28, 28), np.nan, np.float32), "NaN"),
+    (np.full((1, 28, 28), np.inf), "NaN or infinite"),
+    (np.full((1, 28, 28), 255.0, np.float32), r"\[0, 1\].*divide by 255"),
+    (np.full((1, 28, 28), -5, np.int32), "0..255"),
+    (np.array(["a"] * 784).reshape(28, 28), "numbers"),
+    ([[1, 2], [3]], "array"),
+])
+def test_bad_images_raise_input_error(models, bad, match):
+    clf = load(models["onnx"])
+    with pytest.raises(InputError, match=match):
+        clf.predict(bad)
+
+
+def test_bad_model_files(models, tmp_path):
+    data = models["onnx"].read_bytes()
+    cases = {
+        "missing.onnx": None,
+        "empty.onnx": b"",
+        "text.onnx": b"hello, this is not a model\n",
+        "image.tflite": b"\x89PNG\r\n\x1a\n" + b"\0" * 100,
+        "truncated.onnx": data[:len(data) // 3],
+        "truncated.tflite": models["tflite"].read_bytes()[:3000],
+    }
+    for name, content in cases.items():
+        if content is not None:
+            (tmp_path / name).write_bytes(content)
+        with pytest.raises(ModelLoadError) as err:
+            load(tmp_path / name)
+        assert name in str(err.value) and "\n" not in str(err.value)
+    with pytest.raises(ModelLoadError, match="directory"):
+        load(tmp_path)
+
+
+@pytest.mark.parametrize("kind, match", [("onnx_32", r"input is \(N,1,32,32\)"),
+                                         ("tflite_32", r"input is \(N,32,32,1\)"),
+                                         ("onnx_5", r"output is \(N,5\)")])
+def test_not_an_mnist_classifier(models, kind, match):
+    with pytest.raises(ModelLoadError, match="not an MNIST classifier: its " + match):
+        load(models[kind])
+
+
+def test_devices_and_threads(models):
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        with pytest.raises(DeviceError, match="onnxruntime-gpu"):
+            load(models["onnx"], device="cuda")
+    with pytest.raises(DeviceError, match="CPU"):
+        load(models["tflite"], device="cuda")
+    with pytest.raises(DeviceError, match="unknown device"):
+        load(models["onnx"], device="tpu")
+    with pytest.raises(ConfigError):
+        load(models["onnx"], threads=0)
+    assert load(models["onnx"], threads=2).threads == 2
+
+
+# -- arbitrary arrays: a result or our error, never a crash ----------------------------------
+
+def test_arbitrary_arrays_never_crash(models):
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+    from hypothesis.extra import numpy as hnp
+
+    clfs = [load(models["onnx"], threads=1), load(models["int8"], threads=1)]
+    shapes = st.one_of(
+        st.sampled_from([(28, 28), (1, 28, 28), (3, 28, 28), (2, 28, 28, 1), (2, 1, 28, 28),
+                         (784,), (2, 784), (0, 28, 28), (28, 28, 1), (28, 27), (2, 2, 28, 28)]),
+        hnp.array_shapes(min_dims=0, max_dims=4, max_side=6))
+    dtypes = st.sampled_from([np.uint8, np.int8, np.int16, np.int64, np.float16, np.float32,
+                              np.float64, np.bool_])
+
+    @settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(arr=dtypes.flatmap(lambda dt: hnp.arrays(dt, shapes, elements=None)),
+           which=st.integers(0, 1))
+    def check(arr, which):
+        try:
+            labels = clfs[which].predict(arr)
+        except InputError:
+            return
+        assert labels.shape == (images_array(arr).shape[0],)
+        assert labels.min() >= 0 and labels.max() <= 9
+
+    check()
+
+
+# -- exporter parity: what the exporter validated is what the runtime computes ---------------
+
+def _exported_artifacts():
+    from mnistopt.workspace import workspace
+
+    root = workspace() / "runs"
+    found = sorted(p for ext in ("*.onnx", "*.tflite") for p in root.glob(f"*/export/{ext}"))
+    return [p for p in found if p.with_suffix(".json").is_file()]
+
+
+@pytest.mark.slow
+def test_runtime_reproduces_exporter_validation(mnist):
+    """Every exported artifact in the workspace: runtime accuracy and logits = the exporter's."""
+    try:
+        arts = _exported_artifacts()
+        from mnistopt.export import runners
+    except ImportError as exc:
+        pytest.skip(f"exporter not available: {exc}")
+    if not arts:
+        pytest.skip("no exported artifacts in the workspace (run `mnistopt export` first)")
+    for art in arts:
+        side = json.loads(art.with_suffix(".json").read_text())
+        clf = load(art)
+        logits = clf.logits(mnist.x_test)
+        acc = float((logits.argmax(1) == mnist.y_test).mean())
+        val = side.get("validation") or {}
+        if "candidate_accuracy" in val:
+            assert abs(acc - val["candidate_accuracy"]) < 1e-9, art.name
+        theirs = runners.logits(art, mnist.x_test)
+        np.testing.assert_allclose(logits, theirs, atol=1e-5, rtol=1e-5, err_msg=art.name)
