@@ -38,6 +38,10 @@ def _register() -> None:
     app.command("predict")(predict_command)
     app.command("report")(report_command)
 
+    from .mcu.cli import mcu_app
+
+    app.add_typer(mcu_app, name="mcu")
+
 
 _register()
 
