@@ -172,6 +172,15 @@ def write_json_atomic(path: Path, obj: Any) -> None:
     os.replace(tmp, path)
 
 
+def data_from_path(path: str | os.PathLike):
+    """MNIST read from `path` (IDX directory, .npz, wheel, .pkl.gz), checked, not cached."""
+    from ..data import MNIST, arrays_from_source, arrays_sha256, check_arrays
+
+    arrays, desc = arrays_from_source(Path(path))
+    arrays = check_arrays(arrays, desc)
+    return MNIST(**arrays, source=desc, path=Path(path), sha256=arrays_sha256(arrays))
+
+
 def default_run_dir(cfg: TrainConfig, root: Path | None = None) -> Path:
     from ..workspace import workspace
 

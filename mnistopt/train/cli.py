@@ -32,6 +32,9 @@ def train_command(
     augment: Annotated[bool, typer.Option(help="Random shifts and rotations, per batch")] = False,
     target_acc: Annotated[Optional[float], typer.Option(help="Stop once test accuracy reaches this fraction")] = None,
     schedule: Annotated[str, typer.Option(help="onecycle | constant")] = "onecycle",
+    weight_decay: Annotated[float, typer.Option(help="Decoupled weight decay (AdamW)")] = 0.0,
+    label_smoothing: Annotated[float, typer.Option(help="Cross-entropy label smoothing, e.g. 0.1")] = 0.0,
+    data: Annotated[Optional[Path], typer.Option(help="MNIST from this path (IDX dir, .npz, wheel) instead of the cache")] = None,
     limit: Annotated[Optional[int], typer.Option(help="Train on the first N images only")] = None,
     out: Annotated[Optional[Path], typer.Option(help="Run directory [default: workspace/runs/FRAMEWORK-ARCH]")] = None,
     quiet: Annotated[bool, typer.Option(help="No progress bars")] = False,
@@ -42,12 +45,24 @@ def train_command(
 
     cfg = TrainConfig(framework=framework.value, arch=arch, epochs=epochs, batch_size=batch_size,
                       lr=lr, seed=seed, device=device.value, augment=augment,
-                      target_acc=target_acc, schedule=schedule, limit=limit)
-    run = train(cfg, out, progress=not quiet)
+                      target_acc=target_acc, schedule=schedule, weight_decay=weight_decay,
+                      label_smoothing=label_smoothing, limit=limit)
+    cfg.validate()  # bad arguments fail before any data or framework is loaded
+    dataset = None
+    if data is not None:
+        from . import data_from_path
+
+        dataset = data_from_path(data)
+    run = train(cfg, out, data=dataset, progress=not quiet)
     m = run.metrics
     if as_json:
         typer.echo(json.dumps(m))
         return
+    target = ""
+    if cfg.target_acc is not None:
+        t = m.get("time_to_target_seconds")
+        target = (f"; reached {cfg.target_acc:.2%} in {t:.1f} s" if t is not None
+                  else f"; did NOT reach {cfg.target_acc:.2%}")
     typer.echo(f"{m['framework']}/{m['arch']}: test accuracy {m['test_accuracy']:.2%} after "
                f"{m['epochs']} epoch(s), {m['train_seconds']:.1f} s "
-               f"({m['train_images_per_second']:.0f} images/s) -> {run.path}")
+               f"({m['train_images_per_second']:.0f} images/s){target} -> {run.path}")

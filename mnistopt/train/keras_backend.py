@@ -109,15 +109,17 @@ class _Loop(keras.callbacks.Callback):
         self.step += 1
 
     def on_train_batch_end(self, batch, logs=None):
-        if batch % 20 == 0:
-            self._advance(20 if batch else 1, info=f"loss {logs['loss']:.4f} acc {logs['accuracy']:.4f}")
+        if batch % 20 == 19:  # logs hold the running mean of the epoch so far
+            self._advance(20, info=f"loss {float(logs['loss']):.4f} acc {float(logs['accuracy']):.2%}")
 
     def on_epoch_end(self, epoch, logs=None):
         self.train_seconds += time.perf_counter() - self._t0
-        self._bar.__exit__(None, None, None)
         # training=False (what predict uses): batch norm uses its moving averages, dropout is off.
         pred = self.net.predict(self.xt, batch_size=2000, verbose=0)
         acc = float((pred.argmax(1) == self.yt).mean())
+        self._advance(self.steps % 20, info=f"loss {float(logs['loss']):.4f} "
+                      f"train {float(logs['accuracy']):.2%} test {acc:.2%}")
+        self._bar.__exit__(None, None, None)
         self.history.append({"epoch": epoch + 1, "loss": float(logs["loss"]),
                              "train_accuracy": float(logs["accuracy"]), "test_accuracy": acc,
                              "seconds": self.train_seconds})

@@ -294,22 +294,23 @@ def fit(net: Net, cfg, data, progress: bool = True) -> dict:
     for epoch in range(cfg.epochs):
         t0 = time.perf_counter()
         perm = tf.constant(rng.permutation(n))
-        loss_sum, correct = 0.0, 0
+        loss_sum, correct = tf.constant(0.0), tf.constant(0)
         with progress_bar(f"epoch {epoch + 1}/{cfg.epochs}", steps, progress) as advance, tf.device(device):
             for i in range(steps):
                 idx = perm[i * cfg.batch_size:(i + 1) * cfg.batch_size]
                 opt.lr.assign(lr_at(step, steps * cfg.epochs, cfg.lr, cfg.schedule))
                 loss, c = train_step(tf.gather(x, idx), tf.gather(y, idx))
                 step += 1
-                # .numpy() waits for the step to finish; cheap next to a step on CPU.
-                loss_sum += float(loss) * len(idx)
-                correct += int(c)
-                if i % 20 == 0:
-                    advance(20 if i else 1, info=f"loss {float(loss):.4f}")
-        t_train += time.perf_counter() - t0
-        with tf.device(device):
-            acc = evaluate(net, xt, yt)
-        history.append({"epoch": epoch + 1, "loss": loss_sum / n, "train_accuracy": correct / n,
+                # Tensors, summed lazily: converting to Python each step would wait for it.
+                loss_sum += loss * tf.cast(tf.size(idx), tf.float32)
+                correct += c
+                if i % 20 == 19:
+                    advance(20, info=f"loss {float(loss):.4f}")
+            t_train += time.perf_counter() - t0
+            acc = evaluate(net, xt, yt)  # not counted in train_seconds
+            epoch_loss, train_acc = float(loss_sum) / n, int(correct) / n
+            advance(steps % 20, info=f"loss {epoch_loss:.4f} train {train_acc:.2%} test {acc:.2%}")
+        history.append({"epoch": epoch + 1, "loss": epoch_loss, "train_accuracy": train_acc,
                         "test_accuracy": acc, "seconds": t_train})
         if cfg.target_acc is not None and acc >= cfg.target_acc:
             time_to_target = t_train

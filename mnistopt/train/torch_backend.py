@@ -1,13 +1,17 @@
 """PyTorch: an nn.Module built from the arch spec, and an explicit training loop.
 
-The whole data set lives in memory as one tensor; a batch is an index into a permutation, so
-there is no per-sample Python work (the usual Dataset/DataLoader pipeline spends most of its
-time there on MNIST).
+Read top to bottom, this file is the whole story of training a classifier in PyTorch:
+build the network, put the data on the device, then for every batch run the four steps
+forward -> loss -> backward -> update, and after every epoch measure the test accuracy.
+
+The whole data set lives in memory as one tensor (60,000 x 1 x 28 x 28 float32 = 188 MB); a
+batch is an index into a random permutation, so there is no per-sample Python work. The usual
+Dataset/DataLoader pipeline converts and normalises every image in Python one by one, which
+on MNIST costs about as much as the network itself (see `mnistopt.train.speed`).
 """
 
 from __future__ import annotations
 
-import math
 import time
 from pathlib import Path
 
@@ -16,10 +20,14 @@ import torch
 from torch import nn
 
 from .. import archs as A
-from ..errors import DeviceError
+from ..errors import DeviceError, RunError
+from .augment_torch import augment
 
-LAYOUT = "NCHW"
+LAYOUT = "NCHW"  # torch's native order: (batch, channels, height, width)
 
+
+# ---------------------------------------------------------------------------------------------
+# 1. The model.
 
 class Normalize(nn.Module):
     """(x - mean) / std inside the model, so exported graphs take [0, 1] pixels."""
@@ -33,14 +41,17 @@ class Normalize(nn.Module):
 
 
 def build(arch: A.Arch, seed: int = 0) -> nn.Sequential:
+    """One torch layer per spec layer, in order. The seed fixes the initial weights."""
     torch.manual_seed(seed)
-    layers, c = [], 1
+    layers, c = [], 1  # c: channels (or features) coming into the next layer
     for spec, (c_out, _, _) in zip(arch.layers, arch.shapes()):
         if isinstance(spec, A.Normalize):
             layers.append(Normalize(spec.mean, spec.std))
         elif isinstance(spec, A.Conv):
             layers.append(nn.Conv2d(c, c_out, spec.k, padding=spec.pad, bias=spec.bias))
         elif isinstance(spec, A.BatchNorm):
+            # torch's momentum is the weight of the *new* batch statistic; the spec follows
+            # Keras (weight of the old running value), hence 1 - momentum.
             layers.append(nn.BatchNorm2d(c, eps=spec.eps, momentum=1 - spec.momentum))
         elif isinstance(spec, A.ReLU):
             layers.append(nn.ReLU())
@@ -61,12 +72,16 @@ def build(arch: A.Arch, seed: int = 0) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
+# ---------------------------------------------------------------------------------------------
+# 2. Device and data.
+
 def device_check(device: str) -> torch.device:
     if device == "gpu":
         if not torch.cuda.is_available():
             raise DeviceError(
                 f"--device gpu: torch {torch.__version__} sees no CUDA device "
-                f"(built with CUDA {torch.version.cuda or 'none'}); use --device cpu"
+                f"(looked with torch.cuda.is_available(); built with CUDA "
+                f"{torch.version.cuda or 'none'}); use --device cpu"
             )
         return torch.device("cuda")
     return torch.device("cpu")
@@ -77,19 +92,32 @@ def to_tensor(images: np.ndarray, device) -> torch.Tensor:
     return torch.from_numpy(images).to(device).float().div_(255.0).unsqueeze(1)
 
 
+# ---------------------------------------------------------------------------------------------
+# 3. Evaluation.
+
+# no_grad: we will not call backward() on these outputs, so torch need not remember the
+# intermediate results of the forward pass: less memory, faster.
 @torch.no_grad()
 def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 2000) -> float:
-    model.eval()  # batch norm uses its running statistics, dropout is off
+    # eval(): batch norm uses the running statistics it learned in training (not the test
+    # batch's own), dropout keeps every unit. Forgetting this is a classic silent bug.
+    model.eval()
     correct = sum(int((model(x[i:i + batch]).argmax(1) == y[i:i + batch]).sum())
                   for i in range(0, len(x), batch))
     return correct / len(x)
 
+
+# ---------------------------------------------------------------------------------------------
+# 4. Training.
 
 def fit(model: nn.Module, cfg, data, progress: bool = True) -> dict:
     from ..progress import progress_bar
 
     device = device_check(cfg.device)
     torch.manual_seed(cfg.seed)
+    if device.type == "cpu":
+        # Same seed, same result: refuse kernels whose results depend on thread timing.
+        torch.use_deterministic_algorithms(True)
     model.to(device)
     n = cfg.limit or len(data.x_train)
     x = to_tensor(data.x_train[:n], device)
@@ -97,71 +125,92 @@ def fit(model: nn.Module, cfg, data, progress: bool = True) -> dict:
     xt = to_tensor(data.x_test, device)
     yt = torch.from_numpy(data.y_test.astype(np.int64)).to(device)
 
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    steps_per_epoch = math.ceil(n / cfg.batch_size)
-    total = steps_per_epoch * cfg.epochs
-    if cfg.schedule == "onecycle":
-        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=total)
-    else:
-        sched = None
+    # Adam: a per-weight step size from running averages of the gradient and its square.
+    # AdamW applies weight decay to the weights directly (decoupled), as Keras' Adam does,
+    # rather than adding it to the gradient where Adam's scaling would undo it.
+    opt_cls = torch.optim.AdamW if cfg.weight_decay else torch.optim.Adam
+    opt = opt_cls(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    steps_per_epoch = -(-n // cfg.batch_size)
+    # One-cycle: warm up from lr/25 to lr over 30 % of the steps, then cosine down to ~0.
+    # The big steps in the middle explore; the small ones at the end settle into a minimum.
+    sched = (torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=steps_per_epoch * cfg.epochs)
+             if cfg.schedule == "onecycle" else None)
+    # Cross-entropy on raw logits: softmax + log + negative likelihood in one stable op.
     loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
-    gen = torch.Generator().manual_seed(cfg.seed)
+    gen = torch.Generator().manual_seed(cfg.seed)  # shuffling and augmentation, reproducible
 
     history, t_train, time_to_target = [], 0.0, None
     for epoch in range(cfg.epochs):
+        # train(): batch norm normalises with each batch's statistics and updates its running
+        # averages; dropout drops. evaluate() switches back with eval().
         model.train()
         t0 = time.perf_counter()
-        perm = torch.randperm(n, generator=gen).to(device)
-        loss_sum, correct = 0.0, 0
+        perm = torch.randperm(n, generator=gen).to(device)  # a new order every epoch
+        loss_sum = torch.zeros((), device=device)
+        correct = torch.zeros((), dtype=torch.int64, device=device)
         with progress_bar(f"epoch {epoch + 1}/{cfg.epochs}", steps_per_epoch, progress) as advance:
             for i in range(steps_per_epoch):
                 idx = perm[i * cfg.batch_size:(i + 1) * cfg.batch_size]
                 xb, yb = x[idx], y[idx]
                 if cfg.augment:
-                    from .augment_torch import augment
-
                     xb = augment(xb, gen)
+                # Forward: torch records every operation on the way (the autograd graph)...
                 out = model(xb)
                 loss = loss_fn(out, yb)
+                # ...zero_grad: backward() *adds* into each parameter's .grad, so clear the last
+                # batch's gradients first (set_to_none frees them instead of writing zeros)...
                 opt.zero_grad(set_to_none=True)
+                # ...backward: walk that graph in reverse, filling p.grad = d loss / d p...
                 loss.backward()
+                # ...step: move every parameter against its gradient (Adam's rule, current lr).
                 opt.step()
                 if sched:
-                    sched.step()
-                loss_sum += loss.item() * len(idx)
-                correct += int((out.argmax(1) == yb).sum())
-                if i % 20 == 0:
-                    advance(20 if i else 1, info=f"loss {loss.item():.4f}")
-        t_train += time.perf_counter() - t0
-        acc = evaluate(model, xt, yt)
-        history.append({"epoch": epoch + 1, "loss": loss_sum / n, "train_accuracy": correct / n,
+                    sched.step()  # the schedule advances per batch, not per epoch
+                # Sums stay on the device: .item() would wait for the GPU on every batch.
+                loss_sum += loss.detach() * len(idx)
+                correct += (out.argmax(1) == yb).sum()
+                if i % 20 == 19:
+                    advance(20, info=f"loss {loss.item():.4f}")
+            t_train += time.perf_counter() - t0
+            acc = evaluate(model, xt, yt)  # not counted in train_seconds
+            epoch_loss, train_acc = float(loss_sum) / n, int(correct) / n
+            advance(steps_per_epoch % 20, info=f"loss {epoch_loss:.4f} train {train_acc:.2%} test {acc:.2%}")
+        history.append({"epoch": epoch + 1, "loss": epoch_loss, "train_accuracy": train_acc,
                         "test_accuracy": acc, "seconds": t_train})
         if cfg.target_acc is not None and acc >= cfg.target_acc:
             time_to_target = t_train
             break
     model.to("cpu").eval()
-    seen = sum(1 for _ in history) * n
+    torch.use_deterministic_algorithms(False)
     return {
         "epochs": len(history),
         "history": history,
         "test_accuracy": history[-1]["test_accuracy"],
         "train_seconds": t_train,
-        "train_images_per_second": seen / t_train if t_train else None,
+        "train_images_per_second": len(history) * n / t_train if t_train else None,
         "time_to_target_seconds": time_to_target,
         "torch_version": torch.__version__,
         "threads": torch.get_num_threads(),
     }
 
 
+# ---------------------------------------------------------------------------------------------
+# 5. Saving, loading, inference.
+
 def save(model: nn.Module, run_dir: Path) -> str:
+    # The state_dict is only tensors (weights and batch-norm statistics); the architecture is
+    # rebuilt from the arch spec on load, so no pickled code is ever executed.
     torch.save(model.state_dict(), run_dir / "model.pt")
     return "model.pt"
 
 
 def load(run_dir: Path, arch: A.Arch) -> nn.Module:
     model = build(arch)
-    state = torch.load(run_dir / "model.pt", map_location="cpu", weights_only=True)
-    model.load_state_dict(state)
+    try:
+        state = torch.load(run_dir / "model.pt", map_location="cpu", weights_only=True)
+        model.load_state_dict(state)
+    except Exception as exc:  # truncated file, or weights of another architecture
+        raise RunError(f"{run_dir / 'model.pt'}: cannot load as '{arch.name}' ({exc})") from None
     return model.eval()
 
 
