@@ -18,36 +18,70 @@ from mnistopt.errors import ConfigError, DeviceError, InputError, ModelLoadError
 from mnistopt.runtime import images_array, load
 
 HEAVY = ("torch", "tensorflow", "keras", "tf2onnx", "onnx")
-
-
-@pytest.fixture(scope="session")
-def models(tmp_path_factory):
-    """Tiny models of every kind the runtime must read, built once per session (~15 s)."""
-    out = tmp_path_factory.mktemp("runtime-models")
-    meta = {"schema": "mnistopt.artifact/1", "format": "onnx", "labels": list("0123456789"),
-            "input": {"layout": "NHW", "dtype": "uint8", "scale": 1 / 255, "zero_point": 0}}
-    return {
-        "onnx": rm.torch_onnx(out),
-        "tflite": rm.keras_tflite(out),
-        "int8": rm.keras_tflite(out, int8=True),
-        # Hand-built ONNX: a fixed batch of 1 with uint8 (N,28,28) input and embedded metadata.
-        "onnx_u8_b1": rm.onnx_graph(out, "u8b1.onnx", in_shape=(1, 28, 28), in_type="uint8",
-                                    metadata=meta),
-        "onnx_flat": rm.onnx_graph(out, "flat.onnx", in_shape=(-1, 784)),
-        "onnx_32": rm.onnx_graph(out, "in32.onnx", in_shape=(-1, 1, 32, 32)),
-        "onnx_5": rm.onnx_graph(out, "out5.onnx", in_shape=(-1, 1, 28, 28), out_classes=5),
-        "tflite_32": rm.keras_tflite(out, name="in32.tflite", input_shape=(32, 32, 1)),
-        "dir": out,
-    }
-
-
-@pytest.fixture(scope="module")
-def images():
-    return rm.calibration_images(37, seed=3)
+REF_IMAGES = rm.calibration_images(37, seed=3)
 
 
 def _x01(images):
     return images.astype(np.float32) / 255.0
+
+
+def _build_models(out: Path) -> None:
+    meta = {"schema": "mnistopt.artifact/1", "format": "onnx", "labels": list("0123456789"),
+            "input": {"layout": "NHW", "dtype": "uint8", "scale": 1 / 255, "zero_point": 0}}
+    rm.torch_onnx(out)
+    rm.keras_tflite(out)
+    rm.keras_tflite(out, int8=True)
+    # Hand-built ONNX: a fixed batch of 1 with uint8 (N,28,28) input and embedded metadata.
+    rm.onnx_graph(out, "u8b1.onnx", in_shape=(1, 28, 28), in_type="uint8", metadata=meta)
+    rm.onnx_graph(out, "flat.onnx", in_shape=(-1, 784))
+    rm.onnx_graph(out, "in32.onnx", in_shape=(-1, 1, 32, 32))
+    rm.onnx_graph(out, "out5.onnx", in_shape=(-1, 1, 28, 28), out_classes=5)
+    rm.keras_tflite(out, name="in32.tflite", input_shape=(32, 32, 1))
+    # The frameworks' own outputs, saved so the tests themselves never import torch/TF.
+    x01 = _x01(REF_IMAGES)
+    np.save(out / "ref-torch.npy", rm.torch_reference(out, "tiny.onnx", x01[:, None]))
+    np.save(out / "ref-keras.npy", rm.keras_reference(out, "tiny.tflite", x01[..., None]))
+    np.save(out / "ref-keras-int8.npy",
+            rm.keras_reference(out, "tiny-int8.tflite", x01[..., None]))
+
+
+@pytest.fixture(scope="session")
+def models(tmp_path_factory):
+    """Tiny models of every kind the runtime must read.
+
+    Building them takes 15-40 s (torch.onnx + three TFLite conversions), so they are cached
+    under ~/.cache/mnistopt/test-models/<hash of the builders and library versions>.
+    """
+    import hashlib
+    import os
+    from importlib.metadata import version
+
+    import inspect
+
+    key = hashlib.sha256(Path(rm.__file__).read_bytes() + inspect.getsource(_build_models).encode()
+                         + repr([version(p) for p in ("torch", "tensorflow-cpu", "onnx",
+                                                      "ai-edge-litert")]).encode())
+    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "mnistopt" / \
+        "test-models" / key.hexdigest()[:16]
+    if not (cache / "complete").is_file():
+        tmp = tmp_path_factory.mktemp("runtime-models")
+        _build_models(tmp)
+        (tmp / "complete").touch()
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            shutil.copytree(tmp, cache.with_name(cache.name + f".{os.getpid()}"))
+            os.replace(cache.with_name(cache.name + f".{os.getpid()}"), cache)
+        except OSError:  # another run won the race, or no writable cache: use the tmp copy
+            cache = tmp
+    names = {"onnx": "tiny.onnx", "tflite": "tiny.tflite", "int8": "tiny-int8.tflite",
+             "onnx_u8_b1": "u8b1.onnx", "onnx_flat": "flat.onnx", "onnx_32": "in32.onnx",
+             "onnx_5": "out5.onnx", "tflite_32": "in32.tflite"}
+    return {"dir": cache, **{k: cache / v for k, v in names.items()}}
+
+
+@pytest.fixture(scope="module")
+def images():
+    return REF_IMAGES
 
 
 # -- cold start and footprint ---------------------------------------------------------------
@@ -95,7 +129,7 @@ def test_coldstart_reports_figures(models):
 # -- parity with the framework that made the model --------------------------------------------
 
 def test_onnx_matches_torch_for_every_input_form(models, images):
-    ref = rm.torch_reference(models["dir"], "tiny.onnx", _x01(images)[:, None])
+    ref = np.load(models["dir"] / "ref-torch.npy")
     clf = load(models["onnx"], threads=1)
     assert clf.format == "onnx" and clf.layout == "NCHW" and clf.input_spec["dtype"] == "float32"
     x01 = _x01(images)
@@ -110,7 +144,7 @@ def test_onnx_matches_torch_for_every_input_form(models, images):
 
 
 def test_tflite_float_matches_keras(models, images):
-    ref = rm.keras_reference(models["dir"], "tiny.tflite", _x01(images)[..., None])
+    ref = np.load(models["dir"] / "ref-keras.npy")
     clf = load(models["tflite"], threads=1)
     assert clf.layout == "NHWC" and clf.input_spec["dtype"] == "float32"
     np.testing.assert_allclose(clf.logits(images), ref, atol=1e-4, rtol=1e-4)
@@ -139,7 +173,7 @@ def test_int8_tflite_uses_its_own_quantization(models, images):
     np.testing.assert_allclose(clf.logits(_x01(images)), expect, atol=1e-6)  # float input
     assert clf.run_raw(clf.prepare(images)).dtype == np.int8
     # And it still says what the float model says, within a few quantization steps.
-    ref = rm.keras_reference(models["dir"], "tiny-int8.tflite", _x01(images)[..., None])
+    ref = np.load(models["dir"] / "ref-keras-int8.npy")
     assert np.abs(clf.logits(images) - ref).max() < 8 * s_out
     assert (clf.predict(images) == ref.argmax(1)).mean() >= 0.9
 
@@ -343,3 +377,145 @@ def test_runtime_reproduces_exporter_validation(mnist):
             assert abs(acc - val["candidate_accuracy"]) < 1e-9, art.name
         theirs = runners.logits(art, mnist.x_test)
         np.testing.assert_allclose(logits, theirs, atol=1e-5, rtol=1e-5, err_msg=art.name)
+
+
+# -- image files -------------------------------------------------------------------------------
+
+def _shift_corr(a: np.ndarray, b: np.ndarray) -> float:
+    """Best correlation of two 28x28 digits over shifts of up to 1 pixel."""
+    best = -1.0
+    for dy in (-1, 0, 1):
+        for dx in (-1, 0, 1):
+            s = np.roll(np.roll(a.astype(float), dy, 0), dx, 1)
+            best = max(best, float(np.corrcoef(s.ravel(), b.astype(float).ravel())[0, 1]))
+    return best
+
+
+def _photo(digit: np.ndarray, rng, size=(400, 500)) -> np.ndarray:
+    """An MNIST digit as if photographed: dark ink on lit paper, uneven light, noise."""
+    from PIL import Image
+
+    ink = np.asarray(Image.fromarray(digit).resize((280, 280), Image.Resampling.BICUBIC),
+                     np.float32) / 255
+    h, w = size
+    yy, xx = np.mgrid[0:h, 0:w]
+    paper = 0.7 + 0.25 * xx / w + 0.05 * yy / h
+    page = paper.copy()
+    page[60:340, 110:390] *= 1 - 0.85 * ink
+    return np.clip(page + rng.normal(0, 0.03, page.shape), 0, 1)
+
+
+def test_photo_of_a_digit_becomes_mnist(mnist, tmp_path):
+    from PIL import Image
+
+    from mnistopt.runtime.preprocess import load_image
+
+    rng = np.random.default_rng(0)
+    for i in range(10):
+        digit = mnist.x_test[i]
+        path = tmp_path / f"photo{i}.jpg"
+        Image.fromarray((_photo(digit, rng) * 255).astype(np.uint8)).save(path, quality=90)
+        got = load_image(path)
+        assert got.dtype == np.uint8 and got.shape == (28, 28)
+        assert got.max() == 255 and np.percentile(got, 50) == 0  # white ink on black
+        assert _shift_corr(got, digit) > 0.75, i
+        ys, xs = np.nonzero(got > 30)
+        assert max(np.ptp(ys), np.ptp(xs)) <= 21  # fits the 20x20 box (anti-aliasing: +1)
+        cy, cx = (np.array(np.nonzero(got)) * got[got > 0]).sum(1) / got.sum()
+        assert abs(cy - 13.5) <= 1 and abs(cx - 13.5) <= 1  # centred by mass
+
+
+def test_image_modes_and_thin_strokes(tmp_path):
+    from PIL import Image, ImageDraw
+
+    from mnistopt.runtime.preprocess import load_image, load_images
+
+    # A thin black "1" drawn on a transparent canvas (a drawing app's export).
+    im = Image.new("RGBA", (600, 600), (0, 0, 0, 0))
+    ImageDraw.Draw(im).line([(300, 80), (300, 520)], fill=(0, 0, 0, 255), width=6)
+    im.save(tmp_path / "one.png")
+    got = load_image(tmp_path / "one.png")
+    assert (got > 128).sum(1).max() >= 2  # thickened to an MNIST-like stroke
+    assert 8 <= np.nonzero(got)[1].mean() <= 19 and np.ptp(np.nonzero(got)[0]) >= 18
+    # White ink on black (already MNIST polarity), 16-bit grayscale, palette: all accepted.
+    dark = Image.new("L", (64, 64), 0)
+    ImageDraw.Draw(dark).ellipse([16, 10, 48, 54], outline=255, width=5)
+    dark.save(tmp_path / "zero.png")
+    dark.convert("I;16").save(tmp_path / "zero16.png")
+    dark.convert("P").save(tmp_path / "zerop.png")
+    a = load_images([tmp_path / "zero.png", tmp_path / "zero16.png", tmp_path / "zerop.png"])
+    assert a.shape == (3, 28, 28) and a[:, 14, 14].max() < 50 and a.max() == 255
+
+
+@pytest.mark.parametrize("content, match", [
+    (b"not an image at all", "not a readable image"),
+    (None, "no such image file"),
+])
+def test_bad_image_files(tmp_path, content, match):
+    from mnistopt.runtime.preprocess import load_image
+
+    path = tmp_path / "x.png"
+    if content is not None:
+        path.write_bytes(content)
+    with pytest.raises(InputError, match=match):
+        load_image(path)
+
+
+def test_blank_image_and_bad_npy(tmp_path):
+    from PIL import Image
+
+    from mnistopt.runtime.preprocess import load_image, load_images
+
+    Image.new("L", (50, 50), 200).save(tmp_path / "blank.png")
+    with pytest.raises(InputError, match="no visible digit"):
+        load_image(tmp_path / "blank.png")
+    np.save(tmp_path / "wrong.npy", np.zeros((2, 32, 32), np.uint8))
+    with pytest.raises(InputError, match="wrong.npy.*shape"):
+        load_images([tmp_path / "wrong.npy"])
+    (tmp_path / "junk.npy").write_bytes(b"junk")
+    with pytest.raises(InputError, match="junk.npy"):
+        load_images([tmp_path / "junk.npy"])
+
+
+# -- the command ------------------------------------------------------------------------------
+
+def _cli(*args):
+    return subprocess.run([sys.executable, "-m", "mnistopt", "predict", *map(str, args)],
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_cli_predicts_files_and_arrays(models, mnist, tmp_path):
+    from PIL import Image
+
+    Image.fromarray(255 - mnist.x_test[0]).resize((140, 140)).save(tmp_path / "seven.png")
+    np.save(tmp_path / "three.npy", mnist.x_test[:3])
+    proc = _cli(models["int8"], tmp_path / "seven.png", tmp_path / "three.npy", "--json",
+                "--threads", 1)
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert [p["image"].rsplit("/", 1)[-1] for p in out["predictions"]] == \
+        ["seven.png", "three.npy[0]", "three.npy[1]", "three.npy[2]"]
+    clf = load(models["int8"])
+    want = clf.predict(mnist.x_test[:3])
+    assert [p["label"] for p in out["predictions"][1:]] == [str(v) for v in want]
+    assert all(0 < p["confidence"] <= 1 for p in out["predictions"])
+    proc = _cli(models["onnx"], tmp_path / "three.npy", "--top", 3)
+    assert proc.returncode == 0 and len(proc.stdout.strip().splitlines()) == 3
+    assert "%" in proc.stdout
+
+
+@pytest.mark.parametrize("case", ["not-a-model", "bad-image", "missing-image", "mnist32",
+                                  "cuda-tflite"])
+def test_cli_user_errors_are_one_line_exit_2(models, tmp_path, case):
+    (tmp_path / "junk.png").write_text("junk")
+    np.save(tmp_path / "ok.npy", np.zeros((1, 28, 28), np.uint8))
+    args = {"not-a-model": (tmp_path / "junk.png", tmp_path / "ok.npy"),
+            "bad-image": (models["onnx"], tmp_path / "junk.png"),
+            "missing-image": (models["onnx"], tmp_path / "nope.png"),
+            "mnist32": (models["onnx_32"], tmp_path / "ok.npy"),
+            "cuda-tflite": (models["tflite"], tmp_path / "ok.npy", "--device", "cuda")}[case]
+    proc = _cli(*args)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+    assert "Traceback" not in proc.stderr

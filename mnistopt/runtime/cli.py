@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import sys
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, List, Optional
 
@@ -26,7 +29,8 @@ def predict_command(
     from . import load
     from .preprocess import load_images
 
-    clf = load(model, threads=threads, device=device)
+    with _native_stderr_silenced():
+        clf = load(model, threads=threads, device=device)
     names, batches = [], []
     for path in images:  # one file at a time, so every error names its file
         arr = load_images([path])
@@ -50,3 +54,23 @@ def predict_command(
         if top > 1:
             extra = "   " + "  ".join(f"{lab}:{p:.1%}" for lab, p in row["top"][1:])
         typer.echo(f"{row['image']:<{width}}  {row['label']}  ({row['confidence']:.1%}){extra}")
+
+
+@contextmanager
+def _native_stderr_silenced():
+    """Hide C++ log lines ("INFO: Created TensorFlow Lite XNNPACK delegate for CPU.") that
+    LiteRT writes straight to fd 2; our own errors are raised after fd 2 is restored."""
+    try:
+        fd = sys.stderr.fileno()
+    except (AttributeError, OSError, ValueError):  # stderr replaced (tests, IDEs): nothing to do
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(fd)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), fd)
+        yield
+    finally:
+        os.dup2(saved, fd)
+        os.close(saved)
