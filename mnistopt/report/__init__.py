@@ -43,17 +43,21 @@ class Report:
 # numbers (numpy only, tested directly)
 
 
-def quantize_symmetric(w: np.ndarray, per_channel: bool) -> tuple[np.ndarray, np.ndarray]:
+# ONNX Runtime's symmetric int8 weight range, full and with reduce_range (7 bits, [-64, 64]).
+QMAX_INT8, QMAX_REDUCED = 127, 64
+
+
+def quantize_symmetric(w: np.ndarray, per_channel: bool, qmax: int = QMAX_INT8) -> tuple[np.ndarray, np.ndarray]:
     """Symmetric int8 rounding of conv/dense weights (output channel first), as ONNX Runtime
-    and TFLite do for weights: scale = max|w| / 127, zero point 0, q in [-127, 127].
+    and TFLite do for weights: scale = max|w| / qmax, zero point 0, q in [-qmax, qmax].
 
     Returns (dequantized weights, scale per output channel).
     """
     w = np.asarray(w, np.float64)
     flat = w.reshape(len(w), -1)
     amax = np.abs(flat).max(axis=1) if per_channel else np.full(len(w), np.abs(flat).max())
-    scale = np.where(amax > 0, amax / 127.0, 1.0)
-    q = np.clip(np.round(flat / scale[:, None]), -127, 127)
+    scale = np.where(amax > 0, amax / qmax, 1.0)
+    q = np.clip(np.round(flat / scale[:, None]), -qmax, qmax)
     return (q * scale[:, None]).reshape(w.shape), scale
 
 
@@ -351,9 +355,11 @@ def fig_weights(layers: list[tuple[str, np.ndarray]], label: str, path: Path) ->
         amax = np.abs(flat).max(1)
         t, _ = quantize_symmetric(w, per_channel=False)
         c, _ = quantize_symmetric(w, per_channel=True)
+        r, _ = quantize_symmetric(w, per_channel=True, qmax=QMAX_REDUCED)
         stats.append({"layer": name, "channels": len(w),
                       "range_ratio": float(amax.max() / max(amax.min(), 1e-12)),
-                      "sqnr_per_tensor_db": sqnr_db(w, t), "sqnr_per_channel_db": sqnr_db(w, c)})
+                      "sqnr_per_tensor_db": sqnr_db(w, t), "sqnr_per_channel_db": sqnr_db(w, c),
+                      "sqnr_per_channel_reduce_range_db": sqnr_db(w, r)})
     show = int(np.argmax([s["range_ratio"] for s in stats]))
     name, w = layers[show]
     flat = w.reshape(len(w), -1)
@@ -387,13 +393,15 @@ def fig_weights(layers: list[tuple[str, np.ndarray]], label: str, path: Path) ->
 
     ax = axes[2]
     pos = np.arange(len(stats))
-    ax.barh(pos + 0.2, [s["sqnr_per_tensor_db"] for s in stats], 0.4, color="tab:red", label="per-tensor")
-    ax.barh(pos - 0.2, [s["sqnr_per_channel_db"] for s in stats], 0.4, color="tab:green", label="per-channel")
+    ax.barh(pos - 0.27, [s["sqnr_per_tensor_db"] for s in stats], 0.27, color="tab:red", label="per-tensor")
+    ax.barh(pos, [s["sqnr_per_channel_db"] for s in stats], 0.27, color="tab:green", label="per-channel")
+    ax.barh(pos + 0.27, [s["sqnr_per_channel_reduce_range_db"] for s in stats], 0.27,
+            color="tab:olive", label="per-channel 7-bit (reduce_range)")
     ax.set_yticks(pos, [s["layer"].replace(" +BN folded", "+BN") for s in stats], fontsize=7)
     ax.invert_yaxis()
     ax.set_xlabel("SQNR (dB, higher is better)")
     ax.set_title("int8 weight SQNR of every conv")
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.4, -0.2), ncol=2, frameon=False)
     fig.suptitle(f"Weights of {label}, symmetric int8 (scale = max|w|/127)")
     fig.tight_layout()
     return _save(fig, path), {"shown": name, "layers": stats}

@@ -54,5 +54,6 @@ def report_command(
                    f"confused: {mc['true']} read as {mc['predicted']} ({mc['count']}x)")
     for s in rep.facts.get("weights", {}).get("layers", []):
         typer.echo(f"{s['layer']}: int8 SQNR per-tensor {s['sqnr_per_tensor_db']:.1f} dB, "
-                   f"per-channel {s['sqnr_per_channel_db']:.1f} dB (channel ranges differ "
+                   f"per-channel {s['sqnr_per_channel_db']:.1f} dB, per-channel 7-bit "
+                   f"(reduce_range) {s['sqnr_per_channel_reduce_range_db']:.1f} dB (channel ranges differ "
                    f"{s['range_ratio']:.1f}x)")
