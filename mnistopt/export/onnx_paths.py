@@ -75,7 +75,8 @@ def _from_saved_model(sm_dir: Path, opset: int) -> onnx.ModelProto:
     import tensorflow as tf
     import tf2onnx
 
-    sig = tf.saved_model.load(str(sm_dir)).signatures["serving_default"]
+    loaded = tf.saved_model.load(str(sm_dir))  # keep a reference: `sig` needs its variables
+    sig = loaded.signatures["serving_default"]
     (arg, spec), = sig.structured_input_signature[1].items()
     out_key = next(iter(sig.structured_outputs))
     spec = tf.TensorSpec([None, *spec.shape[1:]], tf.float32, name=INPUT)
@@ -84,7 +85,7 @@ def _from_saved_model(sm_dir: Path, opset: int) -> onnx.ModelProto:
     # with an explicit input signature works for both Keras and plain-TF runs.
     @tf.function(input_signature=[spec])
     def serve(x):
-        return sig(**{arg: x})[out_key]
+        return loaded.signatures["serving_default"](**{arg: x})[out_key]
 
     try:
         model, _ = tf2onnx.convert.from_function(serve, input_signature=[spec], opset=opset)

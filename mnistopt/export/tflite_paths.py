@@ -1,0 +1,197 @@
+"""TFLite: keras / tf through the SavedModel and TFLiteConverter; torch through litert-torch.
+
+keras / tf files take NHWC float32 pixels / 255 with a free batch dim; full-int8 files take
+int8 in and give int8 out (scale 1/255, zero point -128 in: the pixel byte minus 128).
+torch files keep PyTorch's NCHW layout and, since litert-torch 0.10 cannot export a dynamic
+batch, a fixed batch of 1; their quantized variants come from ai-edge-quantizer (the PT2E int8
+path in litert-torch fails on small ConvNets, litert-torch #752).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import ConfigError, ExportError
+from .tflite_meta import embed, read_embedded  # noqa: F401  (the path's embed())
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # the converter's C++ INFO lines
+
+# Bytes per weight, by mode: a file much smaller than params * this kept its weights as
+# variables (seen with TFLiteConverter on a bare concrete function: a 7 KB file, 5x slower).
+_BYTES_PER_WEIGHT = {"none": 4, "fp16": 2, "dynamic": 1, "int8": 1}
+
+
+def convert(run, workdir: Path, ctx) -> Path:
+    ctx.extra["run"] = run
+    if run.framework == "torch":
+        return _torch_fp32(run, workdir)
+    from .onnx_paths import _saved_model_dir
+
+    ctx.extra["saved_model"] = _saved_model_dir(run, workdir)
+    return _from_saved_model(ctx.extra["saved_model"], "none", workdir, ctx)
+
+
+def quantize(fp32: Path, mode: str, workdir: Path, ctx) -> tuple[Path, dict, str]:
+    run = ctx.extra["run"]
+    if mode == "int8" and (ctx.calib is None or len(ctx.calib) == 0):
+        raise ConfigError("int8 quantization needs calibration images: --calib-samples must be >= 1")
+    if run.framework == "torch":
+        return _aeq(fp32, mode, workdir, ctx)
+    path = _from_saved_model(ctx.extra["saved_model"], mode, workdir, ctx)
+    settings, reason = _TF_SETTINGS[mode]
+    settings = dict(settings)
+    if mode == "int8":
+        settings.update(calibration_samples=int(len(ctx.calib)), calibration_source=ctx.calib_source)
+    return path, settings, reason
+
+
+_TF_SETTINGS = {
+    "dynamic": ({"converter": "TFLiteConverter", "optimizations": ["DEFAULT"],
+                 "weights": "int8", "activations": "float32, quantized on the fly per batch"},
+                "dynamic-range: int8 weights, float activations quantized at run time; no "
+                "calibration needed"),
+    "fp16": ({"converter": "TFLiteConverter", "optimizations": ["DEFAULT"],
+              "supported_types": ["float16"]},
+             "float16 weights (half the size); GPU delegates compute in fp16, CPUs dequantize "
+             "to float32"),
+    "int8": ({"converter": "TFLiteConverter", "optimizations": ["DEFAULT"],
+              "supported_ops": ["TFLITE_BUILTINS_INT8"], "inference_input_type": "int8",
+              "inference_output_type": "int8", "per_channel": True},
+             "full-integer: int8 weights (per channel) and activations calibrated on training "
+             "images, int8 I/O so integer-only accelerators (Edge TPU, MCUs, NPUs) run it whole"),
+}
+
+
+def _from_saved_model(sm: Path, mode: str, workdir: Path, ctx) -> Path:
+    import tensorflow as tf
+
+    conv = tf.lite.TFLiteConverter.from_saved_model(str(sm), signature_keys=["serving_default"])
+    if mode != "none":
+        conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    if mode == "fp16":
+        conv.target_spec.supported_types = [tf.float16]
+    elif mode == "int8":
+        x = ctx.calib.astype(np.float32)[..., None] / 255.0  # NHWC, [0, 1]
+
+        def representative():
+            for i in range(len(x)):
+                yield [x[i:i + 1]]
+
+        conv.representative_dataset = representative
+        conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        conv.inference_input_type = tf.int8
+        conv.inference_output_type = tf.int8
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            data = conv.convert()
+    except Exception as exc:
+        raise ExportError(f"TFLiteConverter failed on {sm} ({mode}): {exc}") from None
+    out = workdir / f"{mode}.tflite"
+    out.write_bytes(data)
+    _check_size(out, mode, ctx)
+    return out
+
+
+def _check_size(path: Path, mode: str, ctx) -> None:
+    params = ctx.extra["run"].metrics.get("params")
+    if params and path.stat().st_size < 0.8 * params * _BYTES_PER_WEIGHT[mode]:
+        raise ExportError(f"{path.name} is {path.stat().st_size} bytes for {params} parameters: "
+                          "the weights were not folded into constants")
+
+
+# --- torch ---------------------------------------------------------------------------------
+
+def _torch_fp32(run, workdir: Path) -> Path:
+    import torch
+
+    import litert_torch
+
+    out = workdir / "none.tflite"
+    # Batch 1: litert-torch 0.10 fails (AssertionError) on a dynamic batch dim.
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            edge = litert_torch.convert(run.model.eval(), (torch.zeros(1, 1, 28, 28),))
+            edge.export(str(out))
+    except Exception as exc:
+        raise ExportError(f"litert-torch failed to convert {run.path}: {exc}") from None
+    return out
+
+
+def _aeq(fp32: Path, mode: str, workdir: Path, ctx) -> tuple[Path, dict, str]:
+    """Quantize a float .tflite with ai-edge-quantizer."""
+    from ai_edge_quantizer import qtyping, quantizer, recipe
+
+    q = quantizer.Quantizer(str(fp32))
+    if mode == "int8":
+        q.load_quantization_recipe(recipe.static_wi8_ai8())
+        settings = {"tool": "ai-edge-quantizer", "recipe": "static_wi8_ai8",
+                    "weights": "int8 per channel", "activations": "int8, calibrated",
+                    "calibration_samples": int(len(ctx.calib)),
+                    "calibration_source": ctx.calib_source}
+        reason = ("int8 weights and activations via ai-edge-quantizer (litert-torch's PT2E int8 "
+                  "path fails on small ConvNets, #752); float I/O, quantized inside")
+    elif mode == "dynamic":
+        q.load_quantization_recipe(recipe.dynamic_wi8_afp32())
+        settings = {"tool": "ai-edge-quantizer", "recipe": "dynamic_wi8_afp32"}
+        reason = "dynamic-range: int8 weights, float activations quantized at run time"
+    elif mode == "fp16":
+        q.update_quantization_recipe(
+            regex=".*", operation_name=qtyping.TFLOperationName.ALL_SUPPORTED,
+            algorithm_key=quantizer.AlgorithmName.FLOAT_CASTING,
+            op_config=qtyping.OpQuantizationConfig(
+                weight_tensor_config=qtyping.TensorQuantizationConfig(
+                    num_bits=16, dtype=qtyping.TensorDataType.FLOAT),
+                compute_precision=qtyping.ComputePrecision.FLOAT, explicit_dequantize=True))
+        settings = {"tool": "ai-edge-quantizer", "algorithm": "float_casting", "weights": "float16"}
+        reason = "float16 weights (half the size), dequantized to float32 for compute"
+    else:
+        raise ConfigError(f"TFLite has no quantize mode '{mode}'")
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            if q.need_calibration:
+                x = ctx.calib.astype(np.float32)[:, None] / 255.0  # NCHW, batch 1
+                (name,) = _signature_inputs(fp32)
+                calib = q.calibrate({"serving_default": [{name: x[i:i + 1]} for i in range(len(x))]})
+                result = q.quantize(calib)
+            else:
+                result = q.quantize()
+    except Exception as exc:
+        raise ExportError(f"ai-edge-quantizer failed ({mode}) on {fp32.name}: {exc}") from None
+    out = workdir / f"{mode}.tflite"
+    out.write_bytes(bytes(result.quantized_model))
+    _check_size(out, mode, ctx)
+    return out, settings, reason
+
+
+def _signature_inputs(path: Path) -> list[str]:
+    from ai_edge_litert.interpreter import Interpreter
+
+    return Interpreter(model_path=str(path)).get_signature_list()["serving_default"]["inputs"]
+
+
+def tools(framework: str) -> dict:
+    import ai_edge_litert
+
+    v = {"ai_edge_litert": getattr(ai_edge_litert, "__version__", "unknown")}
+    if framework == "torch":
+        import ai_edge_quantizer  # noqa: F401
+        import litert_torch
+        import torch
+        from importlib.metadata import version
+
+        v.update(torch=torch.__version__, litert_torch=litert_torch.__version__,
+                 ai_edge_quantizer=version("ai-edge-quantizer"))
+    else:
+        import tensorflow as tf
+
+        v["tensorflow"] = tf.__version__
+        if framework == "keras":
+            import keras
+
+            v["keras"] = keras.__version__
+    return v
