@@ -42,6 +42,10 @@ def _register() -> None:
 
     app.add_typer(mcu_app, name="mcu")
 
+    from .arm.cli import arm_app
+
+    app.add_typer(arm_app, name="arm")
+
 
 _register()
 

@@ -46,13 +46,8 @@ def available_cpus(cache: Path) -> tuple[str, ...]:
     """The -cpu names this qemu knows (``qemu-aarch64 -cpu help``)."""
     out = subprocess.run([str(qemu_binary(Path(cache))), "-cpu", "help"], capture_output=True,
                          text=True).stdout
-    names = []
-    for line in out.splitlines():
-        words = line.split()
-        if words and words[0] not in ("Available", "Recognized") and not line.startswith("  ") is False:
-            names.append(words[0])
-        elif words and not line.startswith(("Available", "Recognized")):
-            names.append(words[0])
+    # "Available CPUs:" then one indented name per line.
+    names = [line.split()[0] for line in out.splitlines() if line.startswith((" ", "\t")) and line.strip()]
     return tuple(dict.fromkeys(names))
 
 
