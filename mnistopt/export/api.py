@@ -147,6 +147,7 @@ def export(run, format: str | Sequence[str] = "onnx", quantize: str | Sequence[s
     many = len(fmts) * len(modes) > 1
     targets = {(f, m): _target(run, f, m, out, many) for f in fmts for m in modes}
     impls = [(fmt, exp, exp.impl()) for fmt, exp in jobs]  # missing extras fail before any work
+    _load_native(run)
 
     if data is None:
         from ..data import load_mnist
@@ -211,6 +212,20 @@ def export(run, format: str | Sequence[str] = "onnx", quantize: str | Sequence[s
                     meta["validation"] = report
                 artifacts.append(_write(impl, model, targets[(fmt, mode)], meta))
     return artifacts
+
+
+def _load_native(run) -> None:
+    """Load the native model now, so a corrupt file is one clear error, not a deep traceback."""
+    from ..errors import MnistoptError, RunError
+
+    try:
+        run.model
+    except MnistoptError:
+        raise
+    except Exception as exc:
+        raise RunError(f"{run.native_path}: cannot load the native {run.framework} model "
+                       f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
+                       "retrain it with 'mnistopt train'") from None
 
 
 def _validate(r, native, data, tol, what, progress) -> dict:
