@@ -131,11 +131,14 @@ class _Loop(keras.callbacks.Callback):
 def fit(model: keras.Model, cfg, data, progress: bool = True) -> dict:
     device = device_check(cfg.device)
     keras.utils.set_random_seed(cfg.seed)
-    # Same seed, same result: pick deterministic kernels (costs little on CPU).
-    tf.config.experimental.enable_op_determinism()
+    if cfg.device == "cpu":
+        # Same seed, same result: deterministic kernels (cheap on CPU; on a GPU some kernels
+        # have no deterministic version, so there we leave TensorFlow free).
+        tf.config.experimental.enable_op_determinism()
     n = cfg.limit or len(data.x_train)
-    # The whole set in memory as float32 NHWC in [0, 1]; fit slices batches out of it.
-    x = (data.x_train[:n].astype(np.float32) / 255.0)[..., None]
+    # The whole set in memory as one float32 NHWC tensor in [0, 1]; fit slices batches out of it.
+    with tf.device(device):
+        x = tf.constant((data.x_train[:n].astype(np.float32) / 255.0)[..., None])
     y = data.y_train[:n].astype(np.int64)
     xt = (data.x_test.astype(np.float32) / 255.0)[..., None]
     yt = data.y_test.astype(np.int64)
@@ -192,4 +195,4 @@ def load(run_dir: Path, arch: A.Arch) -> keras.Model:
 def logits(model: keras.Model, x01: np.ndarray) -> np.ndarray:
     # Calling the model (training=False by default) instead of predict(): no per-call
     # data-adapter set-up, and the same path the exporters trace.
-    return np.asarray(model(tf.convert_to_tensor(x01), training=False), np.float32)
+    return model(tf.convert_to_tensor(x01), training=False).numpy().astype(np.float32)

@@ -255,8 +255,10 @@ def fit(net: Net, cfg, data, progress: bool = True) -> dict:
     from ..progress import progress_bar
 
     device = device_check(cfg.device)
-    # Deterministic kernels, seeded randomness: same seed, same weights (on CPU).
-    tf.config.experimental.enable_op_determinism()
+    if cfg.device == "cpu":
+        # Same seed, same result: deterministic kernels (cheap on CPU; on a GPU some kernels
+        # have no deterministic version, so there we leave TensorFlow free).
+        tf.config.experimental.enable_op_determinism()
     n = cfg.limit or len(data.x_train)
     with tf.device(device):
         x, y = to_tensor(data.x_train[:n]), tf.constant(data.y_train[:n].astype(np.int32))
