@@ -1,0 +1,245 @@
+"""Exporters: every registered (framework, format, quantize) path, validated on tiny real runs.
+
+Tiny = LeNet-5 trained one epoch on 4,000 MNIST images, validated on 1,000 test images. torch
+-> ONNX is the fast set; Keras / TF conversions are slow-marked; torch -> TFLite needs the
+`litert` extra and checks the clear error where it is missing.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mnistopt.errors import ConfigError, MissingExtraError, RunError, ToleranceError
+from mnistopt.export import EXPORTERS, MODES, cross_check, export, read_metadata
+
+HAS_LITERT = importlib.util.find_spec("litert_torch") is not None
+SLOW_FRAMEWORKS = {"keras", "tf"}
+
+
+def _case(fw: str, fmt: str, mode: str):
+    marks = []
+    if fw in SLOW_FRAMEWORKS:
+        marks.append(pytest.mark.slow)
+    if (fw, fmt) == ("torch", "tflite"):
+        marks += [pytest.mark.slow,
+                  pytest.mark.skipif(not HAS_LITERT, reason="needs the litert extra (litert-torch)")]
+    return pytest.param(fw, fmt, mode, marks=marks, id=f"{fw}-{fmt}-{mode}")
+
+
+# Written out, not generated from the registry: a new registration must add its cases here.
+CASES = [_case(fw, fmt, mode)
+         for fw, fmt in [("torch", "onnx"), ("keras", "onnx"), ("tf", "onnx"),
+                         ("keras", "tflite"), ("tf", "tflite"), ("torch", "tflite")]
+         for mode in ("none", "dynamic", "int8", "fp16")]
+
+
+def test_every_registered_combination_has_a_case():
+    registered = {(fw, fmt, mode) for (fw, fmt), exp in EXPORTERS.items() for mode in exp.modes}
+    covered = {tuple(c.values) for c in CASES}
+    assert registered == covered, f"untested: {registered - covered}; stale: {covered - registered}"
+    for exp in EXPORTERS.values():
+        assert set(exp.modes) <= set(MODES) and set(exp.modes) <= set(exp.tolerances)
+
+
+@pytest.fixture(scope="module")
+def small(mnist):
+    from mnistopt.data import MNIST
+
+    return MNIST(mnist.x_train[:4000], mnist.y_train[:4000], mnist.x_test[:1000],
+                 mnist.y_test[:1000], source="subset", path=mnist.path, sha256="")
+
+
+@pytest.fixture(scope="module")
+def runs(small, tmp_path_factory):
+    """framework -> tiny trained Run, trained on first use."""
+    from mnistopt.train import TrainConfig, train
+
+    cache = {}
+
+    def get(fw: str):
+        if fw not in cache:
+            cfg = TrainConfig(framework=fw, arch="lenet5", epochs=1, lr=3e-3, limit=4000)
+            cache[fw] = train(cfg, out=tmp_path_factory.mktemp(f"{fw}-run") / "run", data=small,
+                              progress=False)
+        return cache[fw]
+
+    return get
+
+
+@pytest.fixture(scope="module")
+def exported(runs, small, tmp_path_factory):
+    """(framework, format) -> {mode: Artifact}, all four modes exported in one call."""
+    cache = {}
+
+    def get(fw: str, fmt: str):
+        if (fw, fmt) not in cache:
+            out = tmp_path_factory.mktemp(f"{fw}-{fmt}")
+            arts = export(runs(fw), fmt, list(MODES), calib_samples=256, out=out, data=small,
+                          progress=False)
+            cache[(fw, fmt)] = {a.metadata["quantize"]["mode"]: a for a in arts}
+        return cache[(fw, fmt)]
+
+    return get
+
+
+@pytest.mark.parametrize("fw,fmt,mode", CASES)
+def test_export_validates_and_describes_itself(exported, runs, fw, fmt, mode):
+    art = exported(fw, fmt)[mode]
+    run = runs(fw)
+    m = art.metadata
+    assert art.path.is_file() and art.sidecar == art.path.with_suffix(".json")
+    tag = {"none": "fp32"}.get(mode, mode)
+    assert art.path.name == f"lenet5-{fw}-{tag}.{fmt}"
+    assert json.loads(art.sidecar.read_text()) == m
+    # the embedded copy is the sidecar less the file's own hash
+    embedded = {k: v for k, v in m.items() if k != "file"}
+    if fmt == "onnx":
+        from mnistopt.export.onnx_paths import read_embedded
+    else:
+        from mnistopt.export.tflite_meta import read_embedded
+    assert read_embedded(art.path) == json.loads(json.dumps(embedded))
+
+    assert m["schema"] == "mnistopt.artifact/1" and m["format"] == fmt
+    assert m["framework"] == fw and m["arch"] == "lenet5"
+    assert m["labels"] == [str(i) for i in range(10)]
+    assert m["source"]["sha256"] == run.metrics["native_sha256"]
+    assert m["quantize"]["mode"] == mode and m["quantize"]["reason"]
+    assert m["input"]["layout"] == run.layout
+    assert m["input"]["shape"][0] in (-1, 1) and m["output"]["kind"] == "logits"
+    if m["input"]["dtype"] in ("int8", "uint8"):
+        assert m["input"]["scale"] > 0 and m["input"]["zero_point"] is not None
+    assert m["file"]["bytes"] == art.path.stat().st_size
+
+    v = art.report
+    assert v["passed"] and v["n"] == 1000
+    if mode == "none":
+        assert v["max_abs_diff"] <= 1e-4 * v["max_abs_logit"] and v["top1_agreement"] >= 0.9999
+    else:
+        assert v["top1_agreement"] >= 0.99 and v["accuracy_drop"] <= 0.003
+    ratio = v["size_ratio_to_fp32"]
+    expected = {"none": (1, 1), "fp16": (0.4, 0.6), "dynamic": (0.2, 0.45), "int8": (0.2, 0.45)}[mode]
+    assert expected[0] <= ratio <= expected[1], ratio
+    if mode == "int8":
+        s = m["quantize"]["settings"]
+        assert s["calibration_samples"] == 256 and "training" in s["calibration_source"]
+
+
+@pytest.mark.slow
+def test_onnx_int8_and_tflite_int8_agree(exported, small):
+    onnx_int8 = exported("keras", "onnx")["int8"].path
+    tflite_int8 = exported("keras", "tflite")["int8"].path
+    r = cross_check(onnx_int8, tflite_int8, small.x_test, small.y_test)
+    assert r["top1_agreement"] >= 0.99, r
+
+
+def test_read_metadata_without_sidecar(exported):
+    art = exported("torch", "onnx")["int8"]
+    assert read_metadata(art.path)["quantize"]["mode"] == "int8"
+    data = art.path.read_bytes()
+    lone = art.path.parent / "lone" / "m.onnx"
+    lone.parent.mkdir()
+    lone.write_bytes(data)
+    meta = read_metadata(lone)
+    assert meta["input"]["name"] == "input" and "file" not in meta
+
+
+def test_int8_preset_follows_the_cpu():
+    from mnistopt.export.onnx_paths import int8_preset
+    from mnistopt.hw import parse_cpuinfo
+
+    avx2 = parse_cpuinfo("model name : X\nflags : sse4_1 avx2\n", "x86_64")
+    vnni = parse_cpuinfo("model name : X\nflags : avx2 avx512f avx512_vnni\n", "x86_64")
+    arm = parse_cpuinfo("Features : fp asimd asimddp\nCPU implementer : 0x41\nCPU part : 0xd0c\n",
+                        "aarch64")
+    s, why = int8_preset(avx2)
+    assert s["reduce_range"] is True and "saturate" in why
+    s, why = int8_preset(vnni)
+    assert s["reduce_range"] is False and "VNNI" in why
+    s, why = int8_preset(arm)
+    assert s["reduce_range"] is False and "dot-product" in why
+
+
+# --- errors --------------------------------------------------------------------------------
+
+def test_failed_validation_writes_nothing(runs, small, tmp_path):
+    out = tmp_path / "out"
+    with pytest.raises(ToleranceError) as e:
+        export(runs("torch"), "onnx", "none", atol=1e-12, out=out, data=small, progress=False)
+    assert "max |diff|" in str(e.value) and "nothing written" in str(e.value)
+    assert e.value.report["max_abs_diff"] > 1e-12
+    assert not out.exists() or list(out.rglob("*")) == []
+
+
+def test_unknown_format_and_mode(runs):
+    with pytest.raises(ConfigError, match="unknown export format 'coreml'"):
+        export(runs("torch"), "coreml")
+    with pytest.raises(ConfigError, match="unknown quantize mode 'int4'"):
+        export(runs("torch"), "onnx", "int4")
+
+
+def test_zero_calibration_samples(runs, tmp_path):
+    with pytest.raises(ConfigError, match="calib-samples"):
+        export(runs("torch"), "onnx", "int8", calib_samples=0, out=tmp_path)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_out_file_for_several_artifacts(runs, tmp_path):
+    with pytest.raises(ConfigError, match="names one file"):
+        export(runs("torch"), "onnx", ["none", "int8"], out=tmp_path / "x.onnx")
+
+
+def test_corrupt_native_model(runs, small, tmp_path):
+    import shutil
+
+    bad = tmp_path / "bad"
+    shutil.copytree(runs("torch").path, bad)
+    (bad / "model.pt").write_bytes(b"not a state dict")
+    with pytest.raises(RunError, match="cannot load"):
+        export(bad, "onnx", out=tmp_path / "o", data=small, progress=False)
+    assert not (tmp_path / "o").exists()
+
+
+def test_unsupported_framework_and_missing_run(runs, tmp_path):
+    import shutil
+
+    odd = tmp_path / "odd"
+    shutil.copytree(runs("torch").path, odd)
+    m = json.loads((odd / "metrics.json").read_text())
+    m["framework"] = "jax"
+    (odd / "metrics.json").write_text(json.dumps(m))
+    with pytest.raises(ConfigError, match="no exporter from jax to onnx"):
+        export(odd, "onnx")
+    with pytest.raises(RunError):
+        export(tmp_path / "nowhere", "onnx")
+
+
+def test_torch_tflite_without_extra_names_it(runs, monkeypatch):
+    monkeypatch.setitem(sys.modules, "litert_torch", None)  # as if not installed
+    with pytest.raises(MissingExtraError, match=r"mnistopt\[litert\]"):
+        export(runs("torch"), "tflite")
+
+
+def test_cli_json_and_errors(runs, tmp_path):
+    run = runs("torch").path
+    cmd = [sys.executable, "-m", "mnistopt", "export", str(run), "--quantize", "int8",
+           "--calib-samples", "64", "--out", str(tmp_path / "m.onnx"), "--json"]
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    (row,) = json.loads(r.stdout)
+    assert row["quantize"] == "int8" and row["top1_agreement"] >= 0.99
+    assert row["native_accuracy"] and row["exported_accuracy"] and row["size_ratio_to_fp32"] < 0.5
+    assert Path(row["path"]).is_file() and Path(row["sidecar"]).is_file()
+
+    r = subprocess.run([sys.executable, "-m", "mnistopt", "export", str(run), "--format", "coreml"],
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    r = subprocess.run([sys.executable, "-m", "mnistopt", "export", str(run), "-q", "int8",
+                        "--calib-samples", "0"], capture_output=True, text=True)
+    assert r.returncode == 2 and "calib-samples" in r.stderr and "Traceback" not in r.stderr
