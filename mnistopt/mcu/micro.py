@@ -62,7 +62,9 @@ class McuReport:
     missing_ops: list[str]  # operators TFLite Micro has no kernel for
     input: TensorInfo
     output: TensorInfo
-    arena_bytes: int = 0  # tensor arena TFLite Micro allocated (head + tail), verified
+    # Tensor arena TFLite Micro allocated (head + tail), verified. Measured on this 64-bit
+    # host: the tail holds pointer-sized structs, so a 32-bit MCU needs a little less.
+    arena_bytes: int = 0
     arena_head: int = 0  # non-persistent: activations, reused between layers
     arena_tail: int = 0  # persistent: interpreter structures, quantization data
     arena_verified: bool = False  # the whole evaluation ran in an arena of exactly arena_bytes
