@@ -311,3 +311,19 @@ def test_keras_int8_model_agrees_with_litert_on_real_mnist(tmp_path, mnist):
     assert r.accuracy > 0.5 and r.arena_verified
     assert {"CONV_2D", "MAX_POOL_2D", "FULLY_CONNECTED"} <= set(r.ops)
     assert {f["device"]: f["fits"] for f in r.fits}["m4-64k"]
+
+
+def test_bench_mcu_target_records(tiny_models, mnist, tmp_path):
+    """Through the bench's real registry: int8 runs on the 10,000 test images, float is a row error."""
+    from mnistopt.bench.core import Options, artifact_item
+    from mnistopt.bench.targets import get_target
+
+    real = tmp_path / "templates-int8.tflite"  # class means of real MNIST: ~80 % accurate
+    real.write_bytes(build_linear_tflite(mnist.x_train[:5000], mnist.y_train[:5000]))
+    items = [artifact_item(real), artifact_item(tiny_models["fp32"])]
+    recs = get_target("mcu").run(items, Options(device="mcu", progress=False))
+    ok, bad = recs
+    assert ok["n_images"] == 10_000 and ok["accuracy"] > 0.6 and ok["backend_label"] == "TFLite Micro"
+    assert ok["latency"] == {} and ok["latency_source"] == "emulated"
+    assert ok["mcu"]["arena_bytes"] > 0 and ok["mcu"]["litert"]["agreement"] >= 0.999
+    assert "int8" in bad["error"] and "mcu" not in bad
