@@ -55,14 +55,31 @@ def export_command(
         help="Max |logit diff| allowed, overriding each path's own tolerance")] = None,
     quiet: Annotated[bool, typer.Option(help="No progress bars")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the reports as JSON")] = False,
+    c_array: Annotated[Optional[Path], typer.Option(
+        "--c-array", help="Also write each int8 .tflite as a C source/header pair (firmware) into this folder")] = None,
 ) -> None:
     """Export a run to ONNX / TFLite (fp32, dynamic, int8, fp16), each file validated before it is written."""
     from . import export
 
     modes = [q.value for q in quantize] if quantize else ["none"]
+    # --- mnistopt.mcu: C arrays (owned by the mcu part) ---
+    if c_array is not None and (format.value not in ("tflite", "all")
+                                or not {"int8", "all"} & set(modes)):
+        from ..errors import ConfigError
+
+        raise ConfigError("--c-array writes int8 TFLite models: add --format tflite --quantize int8")
+    # --- end mcu ---
     arts = export(run, format.value, modes, calib_samples=calib_samples, opset=opset, out=out,
                   validate=validate, atol=atol, progress=not quiet and not as_json)
     rows = [summary(a) for a in arts]
+    # --- mnistopt.mcu: C arrays (owned by the mcu part) ---
+    if c_array is not None:
+        from ..mcu.carray import write_c_array
+
+        for r in rows:
+            if r["format"] == "tflite" and r["quantize"] == "int8":
+                r["c_array"] = [str(p) for p in write_c_array(r["path"], c_array)]
+    # --- end mcu ---
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
         return
@@ -76,3 +93,5 @@ def export_command(
         else:
             line += "  (not validated)"
         typer.echo(line)
+        if r.get("c_array"):  # mnistopt.mcu
+            typer.echo(f"  C array: {'  '.join(r['c_array'])}")
