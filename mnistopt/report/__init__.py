@@ -25,6 +25,7 @@ FIGURES: dict[str, str] = {
     "confusion": "confusion matrix on the 10,000 test images",
     "misclassified": "the test digits the model gets wrong, most confident first",
     "curves": "test accuracy per epoch of every run in the workspace",
+    "features": "the first conv layer's 3x3 filters and what each one sees in a test digit",
     "weights": "per-channel weight ranges and int8 rounding error, per-tensor vs per-channel",
     "pareto": "latency vs accuracy of every benchmarked model",
 }
@@ -407,6 +408,48 @@ def fig_weights(layers: list[tuple[str, np.ndarray]], label: str, path: Path) ->
     return _save(fig, path), {"shown": name, "layers": stats}
 
 
+def first_conv_maps(run, image: np.ndarray, n: int = 16) -> tuple[np.ndarray, np.ndarray, int]:
+    """The first conv layer's first n kernels (n, k, k), their feature maps (n, H, W) for one
+    uint8 image after the layer's activation (and batch norm, if any), and the layer's
+    channel count, from a PyTorch run."""
+    import torch
+    from torch import nn
+
+    from ..train import to_input
+
+    mods = list(run.model)
+    first = next(i for i, m in enumerate(mods) if isinstance(m, nn.Conv2d))
+    upto = first + 1
+    while upto < len(mods) and isinstance(mods[upto], (nn.BatchNorm2d, nn.ReLU)):
+        upto += 1  # what the next layer receives: conv -> (BN) -> ReLU
+    with torch.no_grad():
+        maps = nn.Sequential(*mods[:upto]).eval()(torch.from_numpy(to_input(image[None], "NCHW")))
+    kernels = mods[first].weight.detach()[:, 0].numpy()
+    return kernels[:n], maps[0, :n].numpy(), len(kernels)
+
+
+def fig_features(kernels: np.ndarray, maps: np.ndarray, total: int, image: np.ndarray, label: str,
+                 path: Path) -> Path:
+    plt = _plt()
+    n = len(kernels)
+    fig, axes = plt.subplots(2, n + 1, figsize=(max(6.0, 0.75 * (n + 1)), 1.9),
+                             gridspec_kw={"wspace": 0.08, "hspace": 0.12})
+    axes[0, 0].imshow(image, cmap="gray_r", interpolation="nearest")
+    axes[0, 0].set_title("input", fontsize=7)
+    axes[1, 0].axis("off")
+    lim = np.abs(kernels).max()
+    for j in range(n):
+        # Kernels in a diverging map (red positive, blue negative); maps in gray, bright = strong.
+        axes[0, j + 1].imshow(kernels[j], cmap="RdBu_r", vmin=-lim, vmax=lim, interpolation="nearest")
+        axes[1, j + 1].imshow(maps[j], cmap="magma", interpolation="nearest")
+    for ax in axes.flat:
+        ax.set_xticks([]), ax.set_yticks([])
+    fig.suptitle(f"First conv layer of {label}\ntop: {'its' if n == total else f'{n} of its'} {total} "
+                 f"{kernels.shape[-1]}x{kernels.shape[-1]} filters (red +, blue -); bottom: each one's output for "
+                 f"this digit after ReLU (bright = strong)", y=1.1, fontsize=8)
+    return _save(fig, path)
+
+
 def fig_pareto(rows: list[dict], source: str, path: Path) -> Path:
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6.4, 4))
@@ -494,6 +537,18 @@ def build_report(out: Path, figures: list[str] | None = None, run: Path | None =
             rep.written.append(fig_curves(runs, out / "curves.png"))
         else:
             rep.skipped["curves"] = f"no runs with a history under {ws / 'runs'}"
+
+    if "features" in figures:
+        frun = _torch_run(run, ws)
+        if frun is None:
+            rep.skipped["features"] = "needs a PyTorch run (mnistopt train --framework torch)"
+        else:
+            from ..train import load_run
+
+            r = load_run(frun)
+            k, maps, total = first_conv_maps(r, x[0])
+            rep.written.append(fig_features(k, maps, total, x[0], f"{r.framework}/{r.arch} ({frun.name})",
+                                            out / "features.png"))
 
     if "weights" in figures:
         wrun = _torch_run(run, ws)

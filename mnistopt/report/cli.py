@@ -16,6 +16,7 @@ class Figure(str, Enum):
     confusion = "confusion"
     misclassified = "misclassified"
     curves = "curves"
+    features = "features"
     weights = "weights"
     pareto = "pareto"
 
