@@ -80,7 +80,7 @@ class McuReport:
     ram_allowance: int = dev.RAM_ALLOWANCE
     flash_allowance: int = dev.FLASH_ALLOWANCE
     fits: list[dict] = field(default_factory=list)
-    meta: dict = field(default_factory=dict)  # the artifact's sidecar (arch, framework, ...)
+    meta: dict = field(default_factory=dict)  # from the artifact's sidecar: arch, framework, ...
     tflm_version: str = ""
 
     @property
@@ -139,9 +139,15 @@ def _sidecar(path: Path) -> dict:
 
     side = path.with_suffix(".json")
     try:
-        return json.loads(side.read_text()) if side.is_file() else {}
+        meta = json.loads(side.read_text()) if side.is_file() else {}
     except (OSError, ValueError):
         return {}
+    if not isinstance(meta, dict):
+        return {}
+    keep = {k: meta[k] for k in ("arch", "framework", "format") if isinstance(meta.get(k), str)}
+    if isinstance(meta.get("quantize"), dict) and "mode" in meta["quantize"]:
+        keep["quantize"] = meta["quantize"]["mode"]
+    return keep
 
 
 @contextmanager
