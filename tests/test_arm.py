@@ -283,13 +283,31 @@ def test_cli_conflicting_options_one_line():
 
 # --- the real thing, under qemu -----------------------------------------------------------------
 
+def _template_onnx(path: Path, mnist) -> Path:
+    """A nearest-class-mean linear classifier on real MNIST (~60 %): clear margins, no training."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    x = mnist.x_train[:6000].reshape(-1, 784).astype(np.float32) / 255
+    means = np.stack([x[mnist.y_train[:6000] == c].mean(0) for c in range(10)])
+    w = (means - means.mean(0)).T * 10
+    graph = helper.make_graph(
+        [helper.make_node("Flatten", ["x"], ["flat"], axis=1),
+         helper.make_node("MatMul", ["flat", "w"], ["y"])], "templates",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 1, 28, 28])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 10])],
+        [numpy_helper.from_array(w.astype(np.float32), "w")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
+
+
 @pytest.mark.arm
 @pytest.mark.slow
-def test_emulated_run_matches_x86(tmp_path):
+def test_emulated_run_matches_x86(tmp_path, mnist):
     """ONNX fp32 and int8 (QDQ) on aarch64 under qemu: fp32 within 1e-5 relative, int8 top-1
-    agreement >= 99.9 %, on 1,000 real test images. Prepares the cache first if needed."""
-    sys.path.insert(0, str(Path(__file__).parent))
-    from runtime_models import calibration_images, onnx_graph
+    agreement >= 99.9 %, on 2,000 real test images. Prepares the cache first if needed."""
     from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType,
                                           quantize_static)
 
@@ -297,24 +315,28 @@ def test_emulated_run_matches_x86(tmp_path):
     from mnistopt.bench.api import bench
     from mnistopt.bench.core import Options
 
-    fp32 = onnx_graph(tmp_path, "lin-x-fp32.onnx", in_shape=(-1, 1, 28, 28))
-    calib = iter([{"x": calibration_images(16, seed=i)[:, None].astype(np.float32) / 255}
-                  for i in range(4)])
+    fp32 = _template_onnx(tmp_path / "lin-x-fp32.onnx", mnist)
+    calib = iter([{"x": mnist.x_train[i:i + 32, None].astype(np.float32) / 255}
+                  for i in range(0, 256, 32)])
 
     class Reader(CalibrationDataReader):
         def get_next(self):
             return next(calib, None)
 
     int8 = tmp_path / "lin-x-int8.onnx"
+    # reduce_range: U8S8 without it saturates on AVX2 CPUs without VNNI (DEVELOPERS.md), and
+    # the x86 reference would then differ from ARM for x86's reasons.
     quantize_static(str(fp32), str(int8), Reader(), quant_format=QuantFormat.QDQ,
-                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                    reduce_range=True)
     opts = Options(device="arm", batch_sizes=[1], progress=False)
-    opts.arm = ArmOptions(cpu="cortex-a53", limit=1000)
+    opts.arm = ArmOptions(cpu="cortex-a53", limit=2000)
     rep = bench([fp32, int8], opts)
     by = {r["id"]: r for r in rep["results"]}
     for r in by.values():
         assert "error" not in r, r.get("error")
         assert r["arm"]["machine"] == "aarch64" and r["latency_source"] == "emulated"
-        assert r["n_images"] == 1000 and r["parity"]["passed"], r["parity"]
+        assert r["n_images"] == 2000 and r["accuracy"] > 0.5
+        assert r["parity"]["passed"], r["parity"]
     assert by["lin-x-fp32.onnx"]["parity"]["rel_max_diff"] <= 1e-5
     assert by["lin-x-int8.onnx"]["parity"]["top1_agreement"] >= 0.999
