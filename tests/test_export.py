@@ -65,7 +65,7 @@ def runs(small, tmp_path_factory):
 
     def get(fw: str):
         if fw not in cache:
-            cfg = TrainConfig(framework=fw, arch="lenet5", epochs=1, lr=3e-3, limit=4000)
+            cfg = TrainConfig(framework=fw, arch="lenet5", epochs=1, lr=3e-3, batch_size=32, limit=4000)
             cache[fw] = train(cfg, out=tmp_path_factory.mktemp(f"{fw}-run") / "run", data=small,
                               progress=False)
         return cache[fw]
