@@ -167,3 +167,10 @@ def test_torch_edge_learns_real_mnist(mnist, tmp_path):
     # 10k real images, one epoch: far above chance, proving the loop and eval() are right.
     cfg = TrainConfig(framework="torch", arch="edge", epochs=1, batch_size=128, lr=3e-3, limit=10000)
     assert train(cfg, tmp_path / "r", data=mnist, progress=False).metrics["test_accuracy"] > 0.9
+
+
+def test_out_that_is_not_a_run_is_refused(tiny_mnist, tmp_path):
+    (tmp_path / "precious.txt").write_text("keep me")
+    with pytest.raises(ConfigError, match="not a run directory"):
+        train(TrainConfig(framework="torch", arch="edge", limit=64), tmp_path, data=tiny_mnist, progress=False)
+    assert (tmp_path / "precious.txt").exists()

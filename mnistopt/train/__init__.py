@@ -198,6 +198,9 @@ def train(cfg: TrainConfig, out: Path | None = None, *, data=None, progress: boo
 
         data = load_mnist()
     out = Path(out) if out else default_run_dir(cfg)
+    # A finished run is replaced, but never a directory that is not one (--out ~ by mistake).
+    if out.exists() and not (out.is_dir() and ((out / "metrics.json").is_file() or not any(out.iterdir()))):
+        raise ConfigError(f"{out} exists and is not a run directory; choose another --out")
     out.parent.mkdir(parents=True, exist_ok=True)
 
     model = mod.build(arch, seed=cfg.seed)

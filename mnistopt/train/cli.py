@@ -16,6 +16,11 @@ class Framework(str, Enum):
     tf = "tf"
 
 
+class Schedule(str, Enum):
+    onecycle = "onecycle"
+    constant = "constant"
+
+
 class Device(str, Enum):
     cpu = "cpu"
     gpu = "gpu"
@@ -31,7 +36,7 @@ def train_command(
     device: Annotated[Device, typer.Option(case_sensitive=False)] = Device.cpu,
     augment: Annotated[bool, typer.Option(help="Random shifts and rotations, per batch")] = False,
     target_acc: Annotated[Optional[float], typer.Option(help="Stop once test accuracy reaches this fraction")] = None,
-    schedule: Annotated[str, typer.Option(help="onecycle | constant")] = "onecycle",
+    schedule: Annotated[Schedule, typer.Option(case_sensitive=False, help="Learning-rate schedule: one-cycle (warm-up, cosine decay) or constant")] = Schedule.onecycle,
     weight_decay: Annotated[float, typer.Option(help="Decoupled weight decay (AdamW)")] = 0.0,
     label_smoothing: Annotated[float, typer.Option(help="Cross-entropy label smoothing, e.g. 0.1")] = 0.0,
     data: Annotated[Optional[Path], typer.Option(help="MNIST from this path (IDX dir, .npz, wheel) instead of the cache")] = None,
@@ -45,7 +50,7 @@ def train_command(
 
     cfg = TrainConfig(framework=framework.value, arch=arch, epochs=epochs, batch_size=batch_size,
                       lr=lr, seed=seed, device=device.value, augment=augment,
-                      target_acc=target_acc, schedule=schedule, weight_decay=weight_decay,
+                      target_acc=target_acc, schedule=schedule.value, weight_decay=weight_decay,
                       label_smoothing=label_smoothing, limit=limit)
     cfg.validate()  # bad arguments fail before any data or framework is loaded
     dataset = None
