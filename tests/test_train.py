@@ -174,3 +174,18 @@ def test_out_that_is_not_a_run_is_refused(tiny_mnist, tmp_path):
     with pytest.raises(ConfigError, match="not a run directory"):
         train(TrainConfig(framework="torch", arch="edge", limit=64), tmp_path, data=tiny_mnist, progress=False)
     assert (tmp_path / "precious.txt").exists()
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("framework", FWS)
+def test_gpu_training_round_trips(framework, tiny_mnist, tmp_path):
+    try:
+        backend(framework).device_check("gpu")
+    except DeviceError as exc:
+        pytest.skip(str(exc))
+    run = train(TrainConfig(framework=framework, arch="edge", epochs=2, device="gpu", augment=True),
+                tmp_path / "r", data=tiny_mnist, progress=False)
+    assert run.metrics["history"][-1]["loss"] < run.metrics["history"][0]["loss"]
+    # Saved from the GPU, loaded on the CPU: same logits up to kernel differences.
+    np.testing.assert_allclose(run.logits(tiny_mnist.x_test[:32]),
+                               load_run(tmp_path / "r").logits(tiny_mnist.x_test[:32]), atol=1e-3)

@@ -143,9 +143,9 @@ def fit(model: keras.Model, cfg, data, progress: bool = True) -> dict:
     xt = (data.x_test.astype(np.float32) / 255.0)[..., None]
     yt = data.y_test.astype(np.int64)
 
-    # Train through a wrapper that puts augmentation in front of the model: the weights are
-    # shared, and the saved model stays the clean inference graph.
-    trainer = keras.Sequential([augmenter(cfg.seed), model]) if cfg.augment else model
+    # Train through a wrapper (with augmentation in front when asked): the weights are shared,
+    # and the saved model stays the clean, never-compiled inference graph.
+    trainer = keras.Sequential(([augmenter(cfg.seed)] if cfg.augment else []) + [model], name="trainer")
     if cfg.label_smoothing:
         # Keras' sparse loss has no label smoothing; the dense one takes one-hot labels.
         loss = keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=cfg.label_smoothing)
@@ -156,6 +156,9 @@ def fit(model: keras.Model, cfg, data, progress: bool = True) -> dict:
         # is numerically safer) -- the same convention as torch's CrossEntropyLoss.
         loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
         y_fit, metric = y, keras.metrics.SparseCategoricalAccuracy(name="accuracy")
+    # compile() only records what fit() will use; fit() then builds one train step -- forward
+    # pass with training=True (batch statistics in batch norm, augmentation on), loss,
+    # GradientTape gradients, optimizer.apply_gradients -- and runs it as a tf.function.
     trainer.compile(
         optimizer=keras.optimizers.Adam(learning_rate=cfg.lr, weight_decay=cfg.weight_decay or None),
         loss=loss, metrics=[metric],
