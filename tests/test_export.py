@@ -94,7 +94,7 @@ def test_export_validates_and_describes_itself(exported, runs, fw, fmt, mode):
     art = exported(fw, fmt)[mode]
     run = runs(fw)
     m = art.metadata
-    assert art.path.is_file() and art.sidecar == art.path.with_suffix(".json")
+    assert art.path.is_file() and art.sidecar == art.path.with_name(art.path.name + ".json")
     tag = {"none": "fp32"}.get(mode, mode)
     assert art.path.name == f"lenet5-{fw}-{tag}.{fmt}"
     assert json.loads(art.sidecar.read_text()) == m

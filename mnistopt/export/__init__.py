@@ -15,8 +15,9 @@ fp32 | fp16 | dynamic | int8.
 
 Artifact metadata, schema ``mnistopt.artifact/1``
 --------------------------------------------------
-A JSON object in the sidecar ``NAME.json`` beside the model (``seed-torch-int8.onnx`` ->
-``seed-torch-int8.json``) and, for ONNX, also in ``metadata_props["mnistopt"]`` (for TFLite,
+A JSON object in the sidecar ``NAME.json`` beside the model, NAME being the model's full file
+name (``seed-torch-int8.onnx`` -> ``seed-torch-int8.onnx.json``: the .onnx and the .tflite of
+one run and mode share a stem) and, for ONNX, also in ``metadata_props["mnistopt"]`` (for TFLite,
 also in the flatbuffer's metadata entry ``"mnistopt"``). The embedded copy lacks ``file``
 (a file cannot contain its own hash); otherwise the two are equal::
 
@@ -50,8 +51,8 @@ always pixels / 255 in the layout its shape shows, and the output always 10 logi
 
 from __future__ import annotations
 
-from .api import Artifact, cross_check, export, read_metadata
+from .api import Artifact, cross_check, export, read_metadata, sidecar_path
 from .registry import EXPORTERS, MODES, QUANT_TAGS, Exporter, get_exporter
 
 __all__ = ["Artifact", "EXPORTERS", "Exporter", "MODES", "QUANT_TAGS", "cross_check", "export",
-           "get_exporter", "read_metadata"]
+           "get_exporter", "read_metadata", "sidecar_path"]

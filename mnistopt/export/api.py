@@ -257,9 +257,14 @@ def _write(impl, model: Path, target: Path, meta: dict) -> Artifact:
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise
-    sidecar = target.with_suffix(".json")
+    sidecar = sidecar_path(target)
     _write_json(sidecar, sidecar_meta)
     return Artifact(path=target, sidecar=sidecar, metadata=sidecar_meta)
+
+
+def sidecar_path(model: Path) -> Path:
+    """NAME.onnx -> NAME.onnx.json: the full name, since NAME.onnx and NAME.tflite sit side by side."""
+    return model.with_name(model.name + ".json")
 
 
 def _version() -> str:
@@ -274,7 +279,7 @@ def _version() -> str:
 def read_metadata(path: str | os.PathLike) -> dict | None:
     """An artifact's metadata: its sidecar if present, else what is embedded, else None."""
     path = Path(path)
-    sidecar = path.with_suffix(".json")
+    sidecar = sidecar_path(path)
     if sidecar.is_file():
         return json.loads(sidecar.read_text())
     if path.suffix == ".onnx":

@@ -72,9 +72,12 @@ def _saved_model_dir(run, workdir: Path) -> Path:
 
 
 def _from_saved_model(sm_dir: Path, opset: int) -> onnx.ModelProto:
+    import logging
+
     import tensorflow as tf
     import tf2onnx
 
+    logging.getLogger("tf2onnx").setLevel(logging.ERROR)  # per-op INFO lines drown the report
     loaded = tf.saved_model.load(str(sm_dir))  # keep a reference: `sig` needs its variables
     sig = loaded.signatures["serving_default"]
     (arg, spec), = sig.structured_input_signature[1].items()
