@@ -328,7 +328,7 @@ def setup(cache: Path | None = None, force: bool = False, say=None) -> dict:
     try:
         step(1, f"qemu: {QEMU_PACKAGE} from Debian {QEMU_SUITE} ({mirror})")
         qemu_version = _fetch_qemu(tmp, mirror, signed_by, log)
-        step(2, f"sysroot: debootstrap arm64 {SYSROOT_SUITE} minbase + python3 (a few minutes)")
+        step(2, f"sysroot: debootstrap arm64 {SYSROOT_SUITE} minbase + python3 (about a minute)")
         packages = _make_sysroot(tmp, mirror, log)
         requirements = wheel_requirements()
         step(3, f"wheels: {' '.join(requirements)} for aarch64 cp311")
