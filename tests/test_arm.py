@@ -340,3 +340,12 @@ def test_emulated_run_matches_x86(tmp_path, mnist):
         assert r["parity"]["passed"], r["parity"]
     assert by["lin-x-fp32.onnx"]["parity"]["rel_max_diff"] <= 1e-5
     assert by["lin-x-int8.onnx"]["parity"]["top1_agreement"] >= 0.999
+
+
+def test_remote_venv_path_is_a_plain_path():
+    from mnistopt.arm.remote import check_venv_path
+
+    assert check_venv_path("$HOME/venvs/arm/") == "$HOME/venvs/arm"
+    for bad in ('/x"; rm -rf /', "/x/`id`", "/x/$(id)"):
+        with pytest.raises(ConfigError):
+            check_venv_path(bad)

@@ -35,6 +35,34 @@ def _keygen(path: Path) -> Path:
     return path
 
 
+def _start_sshd(config: Path, port: int) -> subprocess.Popen:
+    if os.geteuid() == 0:
+        Path("/run/sshd").mkdir(exist_ok=True)  # privilege separation directory sshd expects
+    log = config.with_suffix(".log")
+    proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(config)],
+                            stdout=subprocess.DEVNULL, stderr=open(log, "w"))
+    deadline = time.time() + 10
+    while time.time() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return proc
+        except OSError:
+            if proc.poll() is not None:
+                pytest.skip(f"sshd did not start: {log.read_text()[-300:]}")
+            time.sleep(0.1)
+    _stop(proc)
+    pytest.skip("sshd did not open its port within 10 s")
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(5)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 @pytest.fixture(scope="module")
 def sshd(tmp_path_factory):
     """sshd on 127.0.0.1:<free port> with a throwaway host key and user key; killed at teardown."""
@@ -69,31 +97,14 @@ Match LocalPort {nopy_port}
 """)
     key = " ".join((d / "host_key.pub").read_text().split()[:2])
     (d / "known_hosts").write_text(f"[127.0.0.1]:{port} {key}\n[127.0.0.1]:{nopy_port} {key}\n")
-    if os.geteuid() == 0:
-        Path("/run/sshd").mkdir(exist_ok=True)  # privilege separation directory sshd expects
-    proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(d / "sshd_config")],
-                            stdout=subprocess.DEVNULL, stderr=open(d / "sshd.log", "w"))
-    deadline = time.time() + 10
-    while time.time() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            break
-        except OSError:
-            if proc.poll() is not None:
-                pytest.skip(f"sshd did not start: {(d / 'sshd.log').read_text()[-300:]}")
-            time.sleep(0.1)
+    proc = _start_sshd(d / "sshd_config", port)
     base = ["-F", "/dev/null", "-o", f"UserKnownHostsFile={d / 'known_hosts'}",
             "-o", "IdentitiesOnly=yes", "-o", "IdentityAgent=none"]
     user = getpass.getuser()
     yield {"url": f"ssh://{user}@127.0.0.1:{port}", "port": port, "dir": d,
            "nopy_url": f"ssh://{user}@127.0.0.1:{nopy_port}",
            "opts": base + ["-i", str(user_key)], "other_opts": base + ["-i", str(other_key)]}
-    proc.terminate()
-    try:
-        proc.wait(5)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+    _stop(proc)
 
 
 @pytest.fixture(scope="module")
@@ -186,3 +197,32 @@ def test_cli_error_is_one_line(sshd, onnx_artifact):
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 2, r.stderr
     assert r.stderr.startswith("error: ") and len(r.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.slow
+@pytest.mark.network
+def test_device_venv_created_once_without_sftp(sshd, onnx_artifact, tmp_path):
+    """No --remote-python: the device builds a venv from our wheel + PyPI, then reuses it;
+    this sshd has no SFTP server (like dropbear), so scp falls back to its legacy protocol."""
+    from mnistopt.arm.target import ArmOptions, run_arm
+
+    d = sshd["dir"]
+    port = _free_port()
+    config = tmp_path / "sshd_config"
+    config.write_text((d / "sshd_config").read_text().split("Match")[0]
+                      .replace(f"Port {sshd['port']}\n", f"Port {port}\n")
+                      .replace("Subsystem sftp internal-sftp\n", "")
+                      .replace(f"Port {sshd['nopy_url'].rsplit(':', 1)[1]}\n", ""))
+    (d / "known_hosts").write_text((d / "known_hosts").read_text() + (d / "known_hosts")
+                                   .read_text().splitlines()[0].replace(str(sshd["port"]), str(port)) + "\n")
+    proc = _start_sshd(config, port)
+    try:
+        url = sshd["url"].replace(f":{sshd['port']}", f":{port}")
+        arm = ArmOptions(target=url, ssh_options=sshd["opts"], limit=200,
+                         remote_venv=str(tmp_path / "venv"))
+        for _ in range(2):
+            got = run_arm([onnx_artifact], _options(), arm)
+            assert got["info"]["interpreter"] == f"{tmp_path}/venv/bin/python"
+            assert got["result"]["results"][0]["n_images"] == 200
+    finally:
+        _stop(proc)

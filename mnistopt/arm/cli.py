@@ -54,6 +54,7 @@ def bench_command(
     emulate: Annotated[bool, typer.Option(help="Run under qemu even on an aarch64 host (the default on other hosts)")] = False,
     cpu: Annotated[Optional[str], typer.Option(help="Emulated core: cortex-a53, cortex-a72 (default), cortex-a76, neoverse-n1, max, ...")] = None,
     remote_python: Annotated[Optional[str], typer.Option(help="Interpreter on the device that has mnistopt[runtime] [default: a venv it creates]")] = None,
+    remote_venv: Annotated[Optional[str], typer.Option(help="venv the device creates once and reuses [default: ~/.cache/mnistopt/arm-venv]")] = None,
     ssh_option: Annotated[Optional[List[str]], typer.Option(help="Extra ssh/scp argument, repeatable (e.g. --ssh-option=-i --ssh-option=KEY)")] = None,
     keep_remote: Annotated[bool, typer.Option(help="Keep the device's work directory")] = False,
     cache: CacheOpt = None,
@@ -78,7 +79,7 @@ def bench_command(
     opts = Options(device="arm", batch_sizes=sizes, threads=threads, warmup=warmup, iters=iters,
                    progress=not quiet)
     opts.arm = ArmOptions(target=target, emulate=emulate, cpu=cpu, cache=cache,
-                          remote_python=remote_python, ssh_options=list(ssh_option or []),
+                          remote_python=remote_python, remote_venv=remote_venv, ssh_options=list(ssh_option or []),
                           keep=keep_remote, limit=limit)
     opts.arm.mode  # conflicting options fail here, before any work
     rep = bench(paths or None, opts)

@@ -77,16 +77,29 @@ class Remote:
         if target.port:
             self.options += ["-o", f"Port={target.port}"]  # -p for ssh but -P for scp: use -o
         self.options += list(ssh_options)
+        self.legacy_scp = False  # scp -O: for devices without an SFTP server (e.g. dropbear)
 
     def ssh_cmd(self, command: str) -> list[str]:
         return ["ssh", *self.options, "-T", self.target.dest, command]
 
+    def _scp(self) -> list[str]:
+        return ["scp", "-q", "-r"] + (["-O"] if self.legacy_scp else []) + self.options
+
     def upload_cmd(self, sources: list[Path], remote_dir: str) -> list[str]:
-        return ["scp", "-q", "-r", *self.options, *map(str, sources),
-                f"{self.target.dest}:{remote_dir}/"]
+        return [*self._scp(), *map(str, sources), f"{self.target.dest}:{remote_dir}/"]
 
     def download_cmd(self, remote_path: str, local_dir: Path) -> list[str]:
-        return ["scp", "-q", "-r", *self.options, f"{self.target.dest}:{remote_path}", str(local_dir)]
+        return [*self._scp(), f"{self.target.dest}:{remote_path}", str(local_dir)]
+
+    def copy(self, make_cmd, what: str, timeout: float) -> None:
+        """scp; once ssh itself works, a closed connection means no SFTP server: retry with -O."""
+        try:
+            self.run(make_cmd(), what, timeout=timeout)
+        except RemoteError as exc:
+            if self.legacy_scp or "Connection closed" not in str(exc) and "subsystem" not in str(exc):
+                raise
+            self.legacy_scp = True
+            self.run(make_cmd(), what, timeout=timeout)
 
     def run(self, cmd: list[str], what: str, timeout: float = 600, on_line=None,
             check: bool = True) -> subprocess.CompletedProcess:
@@ -224,10 +237,18 @@ if [ -x "{venv}/bin/python" ]; then echo venv=yes; else echo venv=no; fi
 """
 
 
-def probe(remote: Remote, python: str | None) -> dict:
+def check_venv_path(venv: str) -> str:
+    """A venv path is expanded by the device's shell inside double quotes ($HOME works)."""
+    if not venv or any(c in venv for c in '"`\\\n') or "$(" in venv:
+        raise ConfigError(f"--remote-venv '{venv}': use a plain path (quotes, backticks and "
+                          "command substitution are not allowed)")
+    return venv.rstrip("/")
+
+
+def probe(remote: Remote, python: str | None, venv: str = REMOTE_VENV) -> dict:
     """machine, python version, whether our venv exists; RemoteError for what is missing."""
     py = shlex.quote(python) if python else "python3"
-    proc = remote.run(remote.ssh_cmd(PROBE.format(py=py, venv=REMOTE_VENV)), "connecting",
+    proc = remote.run(remote.ssh_cmd(PROBE.format(py=py, venv=venv)), "connecting",
                       timeout=CONNECT_TIMEOUT_S + 30)
     info = dict(line.split("=", 1) for line in proc.stdout.splitlines() if "=" in line)
     t = remote.target
@@ -246,9 +267,9 @@ def probe(remote: Remote, python: str | None) -> dict:
     return info
 
 
-def _ensure_venv(remote: Remote, run_dir: str, wheel_name: str, on_line=None) -> str:
+def _ensure_venv(remote: Remote, run_dir: str, wheel_name: str, venv: str = REMOTE_VENV,
+                 on_line=None) -> str:
     """Create the device's venv once (from our wheel with the runtime extra); its python."""
-    venv = REMOTE_VENV
     wheel = f"{run_dir}/{wheel_name}"
     script = (
         f'set -e; V="{venv}"; mkdir -p "$(dirname "$V")"; rm -rf "$V.tmp"; '
@@ -272,31 +293,32 @@ def _ensure_venv(remote: Remote, run_dir: str, wheel_name: str, on_line=None) ->
 
 
 def run_worker(target: SshTarget, stage: Path, worker_args: list[str], artifacts: list[str],
-               out_dir: Path, *, python: str | None = None, ssh_options=(), keep: bool = False,
-               on_line=None, timeout: float = 3600) -> dict:
+               out_dir: Path, *, python: str | None = None, venv: str | None = None,
+               ssh_options=(), keep: bool = False, on_line=None, timeout: float = 3600) -> dict:
     """Upload `stage` (test.npz, art/, pkg/, the wheel), run the worker, fetch out/ into out_dir.
 
     Returns {"machine", "python", "interpreter", "run_dir"}; the worker's JSON lands in
     out_dir/out/result.json and its logits in out_dir/out/logits/.
     """
     remote = Remote(target, ssh_options)
-    info = probe(remote, python)
+    venv = check_venv_path(venv or REMOTE_VENV)
+    info = probe(remote, python, venv)
     proc = remote.run(remote.ssh_cmd('mktemp -d "${TMPDIR:-/tmp}/mnistopt-arm.XXXXXX"'),
                       "creating a work directory")
     run_dir = proc.stdout.strip().splitlines()[-1]
     if not run_dir.startswith("/"):
         raise RemoteError(f"{target}: mktemp gave '{run_dir}', not a directory path")
     try:
-        remote.run(remote.upload_cmd(sorted(stage.iterdir()), run_dir), "copying the artifacts",
-                   timeout=timeout)
+        remote.copy(lambda: remote.upload_cmd(sorted(stage.iterdir()), run_dir),
+                    "copying the artifacts", timeout)
         interpreter = python
         if not interpreter:
             wheel = next(stage.glob("mnistopt-*.whl")).name
-            interpreter = (f"{REMOTE_VENV}/bin/python" if info.get("venv") == "yes"
-                           else _ensure_venv(remote, run_dir, wheel, on_line))
+            interpreter = (f"{venv}/bin/python" if info.get("venv") == "yes"
+                           else _ensure_venv(remote, run_dir, wheel, venv, on_line))
         q = shlex.quote
-        # Our own venv path is "$HOME/...": expanded by the device's shell, inside quotes.
-        interp = f'"{interpreter}"' if interpreter.startswith("$HOME/") else q(interpreter)
+        # Our venv's path may hold $HOME: expanded by the device's shell, inside double quotes.
+        interp = q(interpreter) if python else f'"{interpreter}"'
         cmd = (f"cd {q(run_dir)} && PYTHONPATH={q(run_dir + '/pkg')} PYTHONDONTWRITEBYTECODE=1 "
                f'{interp} -m mnistopt.bench.worker --data test.npz --out out/result.json '
                f"--logits-dir out/logits {' '.join(map(q, worker_args))} "
@@ -309,8 +331,8 @@ def run_worker(target: SshTarget, stage: Path, worker_args: list[str], artifacts
             if "No module named" in proc.stderr and ("onnxruntime" in tail or "numpy" in tail):
                 tail += " (the interpreter lacks mnistopt's runtime extra: pip install 'mnistopt[runtime]' there)"
             raise RemoteError(f"{target}: the worker failed (exit {proc.returncode}): {tail}")
-        remote.run(remote.download_cmd(f"{run_dir}/out", out_dir), "fetching the results",
-                   timeout=timeout)
+        remote.copy(lambda: remote.download_cmd(f"{run_dir}/out", out_dir),
+                    "fetching the results", timeout)
     finally:
         if not keep:
             try:

@@ -43,6 +43,7 @@ class ArmOptions:
     cpu: str | None = None             # qemu -cpu (emulated only)
     cache: Path | None = None          # emulation cache [~/.cache/mnistopt/arm]
     remote_python: str | None = None   # interpreter on the device that has mnistopt[runtime]
+    remote_venv: str | None = None     # venv to create/use on the device [~/.cache/mnistopt/arm-venv]
     ssh_options: list = field(default_factory=list)  # extra ssh/scp arguments (-i KEY, -o ...)
     keep: bool = False                 # leave the device's work directory for inspection
     limit: int | None = None           # first N test images only
@@ -84,6 +85,7 @@ def arm_options(options) -> ArmOptions:
         cpu=pick("cpu", "arm_cpu", env="MNISTOPT_ARM_CPU"),
         cache=pick("arm_cache", env="MNISTOPT_ARM_CACHE"),
         remote_python=pick("remote_python", env="MNISTOPT_ARM_REMOTE_PYTHON"),
+        remote_venv=pick("remote_venv", env="MNISTOPT_ARM_REMOTE_VENV"),
         ssh_options=ssh.split() if isinstance(ssh, str) else list(ssh),
         keep=bool(pick("keep_remote")),
         limit=pick("limit"),
@@ -187,8 +189,11 @@ def run_arm(paths: list[Path], options, arm: ArmOptions | None = None, say=None,
             target = parse_target(arm.target)
             st = stage(work, paths, data)
             info.update(target=str(target), **run_worker(
-                target, st, args, names, work, python=arm.remote_python,
+                target, st, args, names, work, python=arm.remote_python, venv=arm.remote_venv,
                 ssh_options=arm.ssh_options, keep=arm.keep, on_line=on_line))
+            if info.get("machine") not in ("aarch64", "arm64", "armv7l", "armv8l"):
+                say(f"note: {target} is {info.get('machine')}, not an ARM CPU; its figures are "
+                    "that machine's")
             out = work / "out"
         else:
             out = work / "out"
