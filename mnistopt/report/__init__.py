@@ -331,14 +331,32 @@ def fig_misclassified(x, y, prob, label: str, path: Path, n: int = 32) -> Path:
 
 
 def fig_curves(runs: list[dict], path: Path) -> Path:
+    """Test accuracy per epoch of each run; a bar per run when every run has one epoch only."""
     plt = _plt()
+    from matplotlib.ticker import MaxNLocator
+
+    def name(m):
+        return f"{m['framework']}/{m['arch']} ({m['params']:,} params)"
+
+    if max(len(m["history"]) for m in runs) == 1:
+        fig, ax = plt.subplots(figsize=(5.5, 0.45 * len(runs) + 0.9))
+        acc = [100 * m["test_accuracy"] for m in runs]
+        ax.barh(range(len(runs)), acc, color="tab:blue", height=0.6)
+        for k, (m, a) in enumerate(zip(runs, acc)):
+            ax.text(a, k, f" {a:.2f} %, {m['train_seconds']:.0f} s", va="center", fontsize=7)
+        ax.set_yticks(range(len(runs)), [name(m) for m in runs])
+        ax.invert_yaxis()
+        lo = min(acc)
+        ax.set_xlim(max(0, lo - 2), 100.4)
+        ax.set_xlabel("test accuracy after 1 epoch (%), and training time")
+        ax.set_title("Test accuracy of each run in the workspace (metrics.json)")
+        return _save(fig, path)
     fig, ax = plt.subplots(figsize=(5.5, 3.2))
     for m in runs:
-        h = m.get("history") or []
-        ep = [e["epoch"] for e in h]
-        acc = [100 * e["test_accuracy"] for e in h]
-        ax.plot(ep, acc, marker="o", ms=3, label=f"{m['framework']}/{m['arch']} "
-                f"({m['params']:,} params)")
+        h = m["history"]
+        ax.plot([e["epoch"] for e in h], [100 * e["test_accuracy"] for e in h], marker="o", ms=3,
+                label=name(m))
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("epoch"), ax.set_ylabel("test accuracy (%)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
