@@ -223,6 +223,9 @@ def train(cfg: TrainConfig, out: Path | None = None, *, data=None, progress: boo
             **result,
         }
         write_json_atomic(tmp / "metrics.json", metrics)
+        # mkdtemp/mkstemp make private (0700/0600) entries; a run is meant to be shared.
+        os.chmod(tmp, 0o755)
+        os.chmod(tmp / "metrics.json", 0o644)
         if out.exists():
             shutil.rmtree(out)
         os.replace(tmp, out)
