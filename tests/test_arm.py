@@ -349,3 +349,19 @@ def test_remote_venv_path_is_a_plain_path():
     for bad in ('/x"; rm -rf /', "/x/`id`", "/x/$(id)"):
         with pytest.raises(ConfigError):
             check_venv_path(bad)
+
+
+def test_staging_keeps_sidecars_beside_renamed_models(tmp_path):
+    from mnistopt.arm.target import stage
+
+    src = tmp_path / "src"
+    src.mkdir()
+    for n in ("a-fp32.onnx", "a-fp32.onnx.json", "b-int8.tflite", "b-int8.json"):
+        (src / n).write_text(n)
+    data = tmp_path / "test.npz"
+    data.write_bytes(b"npz")
+    st = stage(tmp_path / "w", [src / "a-fp32.onnx", src / "b-int8.tflite"], data)
+    assert sorted(p.name for p in (st / "art").iterdir()) == [
+        "00-a-fp32.onnx", "00-a-fp32.onnx.json", "01-b-int8.json", "01-b-int8.tflite"]
+    assert (st / "test.npz").read_bytes() == b"npz" and (st / "pkg" / "mnistopt").is_dir()
+    assert len(list(st.glob("mnistopt-*.whl"))) == 1

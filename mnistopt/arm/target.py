@@ -118,6 +118,15 @@ def staged_names(paths: list[Path]) -> list[str]:
     return [f"{i:02d}-{Path(p).name}" for i, p in enumerate(paths)]
 
 
+def sidecars(path: Path, name: str) -> list[tuple[Path, str]]:
+    """(sidecar, its name beside `name`) for NAME.json and NAME.onnx.json, whichever exist:
+    the runtime reads the model's I/O metadata (int8 scales, layout) from there."""
+    path = Path(path)
+    pairs = [(path.with_suffix(".json"), Path(name).with_suffix(".json").name),
+             (path.with_name(path.name + ".json"), name + ".json")]
+    return [(src, dst) for src, dst in pairs if src.is_file()]
+
+
 def stage(work: Path, paths: list[Path], data: Path) -> Path:
     """What the device gets: art/ (artifacts + sidecars), test.npz, pkg/mnistopt, the wheel."""
     from .remote import build_wheel, stage_package
@@ -126,9 +135,8 @@ def stage(work: Path, paths: list[Path], data: Path) -> Path:
     (st / "art").mkdir(parents=True)
     for path, name in zip(paths, staged_names(paths)):
         (st / "art" / name).write_bytes(Path(path).read_bytes())
-        side = Path(path).with_suffix(".json")
-        if side.is_file():  # the runtime reads the sidecar beside the model (I/O metadata)
-            (st / "art" / Path(name).with_suffix(".json")).write_bytes(side.read_bytes())
+        for side, side_name in sidecars(path, name):
+            (st / "art" / side_name).write_bytes(side.read_bytes())
     os.link(data, st / "test.npz") if data.stat().st_dev == st.stat().st_dev else \
         (st / "test.npz").write_bytes(data.read_bytes())
     pkg = stage_package(st / "pkg")
@@ -203,9 +211,8 @@ def run_arm(paths: list[Path], options, arm: ArmOptions | None = None, say=None,
             art.mkdir()
             for p, name in zip(paths, names):  # unique names, and the sidecar next to each
                 os.symlink(Path(p).resolve(), art / name)
-                side = Path(p).with_suffix(".json")
-                if side.is_file():
-                    os.symlink(side.resolve(), art / Path(name).with_suffix(".json"))
+                for side, side_name in sidecars(p, name):
+                    os.symlink(side.resolve(), art / side_name)
             files = [str(art / n) for n in names]
             if mode == "native":
                 _run_local([sys.executable, *cmd_tail, *files], None, on_line)
