@@ -16,6 +16,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from ..artifact import read_sidecar
 from ..errors import ConfigError, DeviceError, RunError
 from .backends import ARTIFACT_BACKEND, NATIVE_FOR_FRAMEWORK
 
@@ -67,13 +68,7 @@ def artifact_item(path: Path) -> Item:
         raise ConfigError(f"{path}: not an .onnx or .tflite file")
     if not path.is_file():
         raise ConfigError(f"{path}: no such file")
-    side = path.with_suffix(".json")
-    meta: dict = {}
-    if side.is_file():
-        try:
-            meta = json.loads(side.read_text())
-        except ValueError:
-            meta = {}
+    meta = read_sidecar(path)
     # Default names are <arch>-<framework>-<quant>.<ext>; the sidecar, when present, is the truth.
     parts = path.stem.split("-")
     guess = dict(zip(("arch", "framework", "quant"), parts)) if len(parts) == 3 else {}

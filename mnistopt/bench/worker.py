@@ -63,11 +63,9 @@ class Artifact:
 
 
 def _sidecar(path: Path) -> dict:
-    side = path.with_suffix(".json")
-    try:
-        return json.loads(side.read_text()) if side.is_file() else {}
-    except (OSError, ValueError):
-        return {}
+    from ..artifact import read_sidecar
+
+    return read_sidecar(path)
 
 
 def _open_impl(path: Path, fmt: str, threads, device: str = "cpu"):

@@ -14,6 +14,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from ..artifact import sidecar_path
 from ..errors import ConfigError, ValidationError
 from .registry import FORMATS, MODES, QUANT_TAGS, get_exporter
 
@@ -107,6 +108,7 @@ def _write_json(path: Path, obj) -> None:
         with os.fdopen(fd, "w") as f:
             json.dump(obj, f, indent=2)
             f.write("\n")
+        os.chmod(tmp, 0o644)  # mkstemp makes files private; artifacts are meant to be shared
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
@@ -252,6 +254,7 @@ def _write(impl, model: Path, target: Path, meta: dict) -> Artifact:
         impl.embed(model, tmp, meta)
         sidecar_meta = {**meta, "file": {"name": target.name, "bytes": tmp.stat().st_size,
                                          "sha256": sha256_file(tmp)}}
+        os.chmod(tmp, 0o644)  # mkstemp makes files private; artifacts are meant to be shared
         os.replace(tmp, target)
     except BaseException:
         with contextlib.suppress(OSError):
@@ -260,11 +263,6 @@ def _write(impl, model: Path, target: Path, meta: dict) -> Artifact:
     sidecar = sidecar_path(target)
     _write_json(sidecar, sidecar_meta)
     return Artifact(path=target, sidecar=sidecar, metadata=sidecar_meta)
-
-
-def sidecar_path(model: Path) -> Path:
-    """NAME.onnx -> NAME.onnx.json: the full name, since NAME.onnx and NAME.tflite sit side by side."""
-    return model.with_name(model.name + ".json")
 
 
 def _version() -> str:

@@ -135,15 +135,9 @@ def inspect(path: str | Path) -> McuReport:
 
 
 def _sidecar(path: Path) -> dict:
-    import json
+    from ..artifact import read_sidecar
 
-    side = path.with_suffix(".json")
-    try:
-        meta = json.loads(side.read_text()) if side.is_file() else {}
-    except (OSError, ValueError):
-        return {}
-    if not isinstance(meta, dict):
-        return {}
+    meta = read_sidecar(path)
     keep = {k: meta[k] for k in ("arch", "framework", "format") if isinstance(meta.get(k), str)}
     if isinstance(meta.get("quantize"), dict) and "mode" in meta["quantize"]:
         keep["quantize"] = meta["quantize"]["mode"]

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..artifact import read_sidecar
 from ..errors import InputError, ModelLoadError
 from .backends import BACKENDS, TensorInfo, physical_cores
 
@@ -59,25 +60,7 @@ def read_metadata(path: Path, fmt: str, embedded: dict) -> dict:
             meta.update(json.loads(raw))
         except ValueError:
             warnings.warn(f"{path}: embedded mnistopt metadata is not JSON; ignored", stacklevel=3)
-    for side in (path.with_suffix(".json"), path.with_name(path.name + ".json")):
-        if not side.is_file():
-            continue
-        try:
-            data = json.loads(side.read_text())
-        except (OSError, ValueError) as exc:
-            warnings.warn(f"{side}: unreadable sidecar ignored ({exc})", stacklevel=3)
-            continue
-        if not isinstance(data, dict) or data.get("format", fmt) != fmt:
-            continue
-        size = (data.get("file") or {}).get("bytes")
-        if size is not None and size != path.stat().st_size:
-            # A sidecar left over from another export of the same name: its numbers would lie.
-            warnings.warn(f"{side} describes a {size}-byte file, not this one; ignored",
-                          stacklevel=3)
-            continue
-        meta.update(data)
-        meta["sidecar"] = str(side)
-        break
+    meta.update(read_sidecar(path, fmt))
     return meta
 
 
