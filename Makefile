@@ -13,7 +13,9 @@ venv: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[all,dev]'
+	# `litert` (PyTorch -> TFLite) is heavy and optional for users; the project's own
+	# machines install it so that every export path is built and tested.
+	$(PY) -m pip install -q -e '.[all,dev,litert]'
 	touch $(STAMP)
 
 # data -> train (fast defaults) -> export -> bench -> workspace/reports/bench.{json,md,png};
