@@ -189,3 +189,12 @@ def test_gpu_training_round_trips(framework, tiny_mnist, tmp_path):
     # Saved from the GPU, loaded on the CPU: same logits up to kernel differences.
     np.testing.assert_allclose(run.logits(tiny_mnist.x_test[:32]),
                                load_run(tmp_path / "r").logits(tiny_mnist.x_test[:32]), atol=1e-3)
+
+
+@pytest.mark.slow
+def test_speed_benchmark_runs(capsys):
+    from mnistopt.train.speed import main
+
+    main(["--batches", "3", "--frameworks", "torch", "--skip-target"])
+    out = capsys.readouterr().out
+    assert "seed document" in out and "images/s" in out and "x" in out
