@@ -24,9 +24,11 @@ import time
 
 import numpy as np
 
-# The fastest recipe we found to >= 99.0 %: the small BN net, big batches, a short one-cycle.
+# The fastest recipe we found to >= 99.0 %: LeNet-5 (0.4 M multiply-adds, 1/39 of seed's)
+# with big batches and a short one-cycle; it crossed 99 % at the end of epoch 4 (99.16 %).
+# The small BN net `edge` needs 3 epochs at 3x the cost per image (99.21 % after epoch 3).
 # The target stops training at the first epoch whose test accuracy reaches it.
-FAST_RECIPE = dict(arch="edge", epochs=2, batch_size=128, lr=5e-3, schedule="onecycle", target_acc=0.99)
+FAST_RECIPE = dict(arch="lenet5", epochs=5, batch_size=128, lr=3e-3, schedule="onecycle", target_acc=0.99)
 
 
 def seed_document_pipeline(data, batches: int, batch_size: int = 64, seed: int = 0) -> float:
