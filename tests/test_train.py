@@ -55,7 +55,7 @@ def test_every_framework_has_a_backend_module():
 @pytest.mark.parametrize("framework", FWS)
 def test_training_lowers_loss_and_round_trips(framework, tiny_mnist, tmp_path):
     cfg = TrainConfig(framework=framework, arch="edge", epochs=3, batch_size=64, lr=3e-3,
-                      schedule="constant")
+                      schedule="constant", limit=256)
     run = train(cfg, tmp_path / "run", data=tiny_mnist, progress=False)
     h = run.metrics["history"]
     assert h[-1]["loss"] < h[0]["loss"] * 0.9, h
@@ -75,7 +75,7 @@ def test_training_lowers_loss_and_round_trips(framework, tiny_mnist, tmp_path):
 
 @pytest.mark.parametrize("framework", FWS)
 def test_same_seed_same_result(framework, tiny_mnist, tmp_path):
-    cfg = TrainConfig(framework=framework, arch="edge", epochs=1, batch_size=64, augment=True, limit=256)
+    cfg = TrainConfig(framework=framework, arch="edge", epochs=1, batch_size=64, augment=True, limit=128)
     a = train(cfg, tmp_path / "a", data=tiny_mnist, progress=False)
     b = train(cfg, tmp_path / "b", data=tiny_mnist, progress=False)
     np.testing.assert_array_equal(a.logits(tiny_mnist.x_test[:32]), b.logits(tiny_mnist.x_test[:32]))
