@@ -152,6 +152,7 @@ def test_worker_args_scaled_down_under_emulation():
                                         "300", "--budget", "3.0", "--threads", "2"]
     emu = worker_args(o, "emulated")
     assert emu[emu.index("--iters") + 1] == "10" and emu[emu.index("--warmup") + 1] == "1"
+    assert emu[emu.index("--batch-sizes") + 1] == "1"
 
 
 @pytest.mark.parametrize("url, dest, port", [
