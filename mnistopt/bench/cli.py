@@ -28,6 +28,9 @@ def bench_command(
     report: Annotated[Optional[Path], typer.Option("--report", help="Write a Markdown report")] = None,
     plot: Annotated[Optional[Path], typer.Option("--plot", help="Write accuracy vs latency as PNG")] = None,
     baseline: Annotated[Optional[Path], typer.Option(help="Earlier JSON report: exit 1 on an accuracy drop > 0.1 pp or p50 > +25 % + 10 µs")] = None,
+    target: Annotated[Optional[str], typer.Option(help="--device arm: a real device, ssh://user@host[:port] (key auth only)")] = None,
+    emulate: Annotated[bool, typer.Option(help="--device arm: run under qemu even on an aarch64 host (the default elsewhere)")] = False,
+    cpu: Annotated[Optional[str], typer.Option(help="--device arm, emulated: cortex-a53, cortex-a72 (default), cortex-a76, ...")] = None,
     quiet: Annotated[bool, typer.Option(help="No progress bar")] = False,
 ) -> None:
     """Benchmark artifacts and native models: latency percentiles, throughput, accuracy, size,
@@ -44,10 +47,17 @@ def bench_command(
     from . import report as R
     from .api import Options, bench
 
+    if (target or emulate or cpu) and device is not Device.arm:
+        raise ConfigError("--target, --emulate and --cpu go with --device arm")
+    arm = None
+    if target or emulate or cpu:  # else mnistopt.arm reads MNISTOPT_ARM_* from the environment
+        from ..arm.target import ArmOptions
+
+        arm = ArmOptions(target=target, emulate=emulate, cpu=cpu)
     old = R.load_json(baseline) if baseline else None  # fail on a bad baseline before measuring
     rep = bench(paths or None, Options(device=device.value, batch_sizes=sizes, threads=threads,
                                        warmup=warmup, iters=iters, budget_s=budget,
-                                       progress=not quiet))
+                                       progress=not quiet, arm=arm))
     R.print_table(rep)
     if json_out:
         R.save_json(rep, json_out)

@@ -49,6 +49,7 @@ class Options:
     budget_s: float = 3.0  # cap on timed seconds per (model, batch size)
     coldstart: bool = True
     progress: bool = True
+    arm: object = None  # mnistopt.arm.target.ArmOptions for --device arm (target, emulate, cpu)
 
 
 def _dir_bytes(path: Path) -> int:
