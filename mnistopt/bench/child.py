@@ -22,6 +22,14 @@ from pathlib import Path  # noqa: E402
 
 
 def _peak_rss_bytes() -> int:
+    # VmHWM belongs to this program's address space alone. ru_maxrss does not: on Linux it
+    # survives execve, so a child forked from the (large) bench process inherits its peak.
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
     # ru_maxrss is KiB on Linux, bytes on macOS.
     r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return r if sys.platform == "darwin" else r * 1024
