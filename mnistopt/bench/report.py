@@ -60,6 +60,7 @@ def save_json(report: dict, path: Path) -> Path:
     with os.fdopen(fd, "w") as f:
         json.dump(report, f, indent=2, default=_jsonable)
         f.write("\n")
+    os.chmod(tmp, 0o644)  # mkstemp files are private; reports are for sharing
     os.replace(tmp, path)
     return path
 
@@ -369,6 +370,7 @@ def plot(report: dict, path: Path, batch: int = 1) -> Path:
     os.close(fd)
     fig.savefig(tmp)
     plt.close(fig)
+    os.chmod(tmp, 0o644)  # mkstemp files are private; reports are for sharing
     os.replace(tmp, path)
     return path
 
@@ -379,5 +381,6 @@ def write_text_atomic(path: Path, text: str) -> Path:
     fd, tmp = tempfile.mkstemp(prefix="." + path.name, dir=path.parent)
     with os.fdopen(fd, "w") as f:
         f.write(text)
+    os.chmod(tmp, 0o644)  # mkstemp files are private; reports are for sharing
     os.replace(tmp, path)
     return path

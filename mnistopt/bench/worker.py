@@ -233,6 +233,7 @@ def write_json_atomic(path: Path, obj) -> None:
     with os.fdopen(fd, "w") as f:
         json.dump(obj, f, indent=2)
         f.write("\n")
+    os.chmod(tmp, 0o644)  # mkstemp files are private; reports are for sharing
     os.replace(tmp, path)
 
 
