@@ -10,7 +10,7 @@ from mnistopt.bench import demo as D
 @pytest.mark.slow
 def test_demo_pipeline_then_skips(tmp_path, monkeypatch, capsys, tiny_mnist):
     monkeypatch.setenv("MNISTOPT_WORKSPACE", str(tmp_path))
-    monkeypatch.setattr(D, "DEMO_RUNS", (D.DemoRun("torch", "edge", 1, 256, "tiny"),))
+    monkeypatch.setattr(D, "DEMO_RUNS", (D.DemoRun("torch", "edge", 6, 512, "tiny"),))
     monkeypatch.setattr("mnistopt.data.load_mnist", lambda *a, **k: tiny_mnist)
     monkeypatch.setattr(D, "FORMATS", ("onnx",))
     rep = D.demo(frameworks=("torch",), iters=3, budget_s=0.05, progress=False)
