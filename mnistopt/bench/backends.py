@@ -81,14 +81,14 @@ def _tf_setup(threads, device):
     return tf, ("/GPU:0" if device == "gpu" else "/CPU:0")
 
 
-class _Keras:
+class _TFNative:
+    """A Keras or TensorFlow run directory: TensorFlow set up once, inputs as tf constants."""
+
     def __init__(self, run_dir, threads, device):
         self.tf, self.dev = _tf_setup(threads, device)
         from ..train import load_run
 
         self.run_ = load_run(run_dir)
-        with self.tf.device(self.dev):
-            self.model = self.run_.model
         self.threads = threads
 
     def prepare(self, images):
@@ -96,6 +96,13 @@ class _Keras:
 
         with self.tf.device(self.dev):
             return self.tf.constant(to_input(images, self.run_.layout))
+
+
+class _Keras(_TFNative):
+    def __init__(self, run_dir, threads, device):
+        super().__init__(run_dir, threads, device)
+        with self.tf.device(self.dev):
+            self.model = self.run_.model
 
     def run(self, x):
         # A direct call, eager: how a Keras user runs a model per request (predict() adds a
@@ -104,14 +111,11 @@ class _Keras:
             return self.model(x, training=False).numpy()
 
 
-class _TF:
+class _TF(_TFNative):
     """The SavedModel's serving signature: a traced tf.function graph."""
 
     def __init__(self, run_dir, threads, device):
-        self.tf, self.dev = _tf_setup(threads, device)
-        from ..train import load_run
-
-        self.run_ = load_run(run_dir)
+        super().__init__(run_dir, threads, device)
         path = self.run_.native_path
         if not path.is_dir():
             raise ValueError(f"{path}: not a SavedModel directory")
@@ -120,18 +124,12 @@ class _TF:
         self.fn = self.loaded.signatures["serving_default"]
         _, kwargs = self.fn.structured_input_signature
         self.input_name = next(iter(kwargs))
-        self.threads = threads
-
-    def prepare(self, images):
-        from ..train import to_input
-
-        with self.tf.device(self.dev):
-            return self.tf.constant(to_input(images, self.run_.layout))
 
     def run(self, x):
         with self.tf.device(self.dev):
             out = self.fn(**{self.input_name: x})
         return next(iter(out.values())).numpy()
+
 
 
 register(Backend("onnxruntime", "artifact", _open_artifact, "onnxruntime", ("cpu", "gpu")))

@@ -22,8 +22,9 @@ import numpy as np
 import tensorflow as tf
 
 from .. import archs as A
-from ..errors import DeviceError, RunError
+from ..errors import RunError
 from .schedule import lr_at
+from .tf_backend import device_check  # noqa: F401  (Keras runs on the same TensorFlow devices)
 
 LAYOUT = "NHWC"
 
@@ -60,17 +61,6 @@ def build(arch: A.Arch, seed: int = 0) -> keras.Model:
     return keras.Sequential(layers, name=arch.name)
 
 
-def device_check(device: str) -> str:
-    if device == "gpu":
-        gpus = tf.config.list_physical_devices("GPU")
-        if not gpus:
-            raise DeviceError(
-                f"--device gpu: TensorFlow {tf.__version__} sees no GPU "
-                f"(looked for physical devices of type GPU; built with CUDA: "
-                f"{tf.test.is_built_with_cuda()}); use --device cpu"
-            )
-        return "/GPU:0"
-    return "/CPU:0"
 
 
 def augmenter(seed: int) -> keras.Sequential:
