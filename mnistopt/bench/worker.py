@@ -17,10 +17,7 @@ one result per artifact, with "error" instead of figures when that artifact fail
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -227,14 +224,9 @@ def load_test_data(path, limit: int | None = None):
 
 
 def write_json_atomic(path: Path, obj) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix="." + path.name, dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        json.dump(obj, f, indent=2)
-        f.write("\n")
-    os.chmod(tmp, 0o644)  # mkstemp files are private; reports are for sharing
-    os.replace(tmp, path)
+    from ..fsutil import write_json
+
+    write_json(path, obj)
 
 
 def main(argv=None) -> int:

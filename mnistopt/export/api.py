@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
@@ -103,17 +102,9 @@ def sha256_file(path: Path) -> str:
 
 
 def _write_json(path: Path, obj) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=2)
-            f.write("\n")
-        os.chmod(tmp, 0o644)  # mkstemp makes files private; artifacts are meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    from ..fsutil import write_json
+
+    write_json(path, obj)
 
 
 def export(run, format: str | Sequence[str] = "onnx", quantize: str | Sequence[str] = "none", *,
@@ -246,20 +237,12 @@ def _validate(r, native, data, tol, what, progress) -> dict:
 
 def _write(impl, model: Path, target: Path, meta: dict) -> Artifact:
     """Embed the metadata, write the model and its sidecar beside `target`, each atomically."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=target.suffix, dir=target.parent)
-    os.close(fd)
-    tmp = Path(tmp)
-    try:
+    from ..fsutil import atomic_path
+
+    with atomic_path(target, suffix=target.suffix) as tmp:
         impl.embed(model, tmp, meta)
         sidecar_meta = {**meta, "file": {"name": target.name, "bytes": tmp.stat().st_size,
                                          "sha256": sha256_file(tmp)}}
-        os.chmod(tmp, 0o644)  # mkstemp makes files private; artifacts are meant to be shared
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
     sidecar = sidecar_path(target)
     _write_json(sidecar, sidecar_meta)
     return Artifact(path=target, sidecar=sidecar, metadata=sidecar_meta)

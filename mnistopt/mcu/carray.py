@@ -9,9 +9,7 @@ place and its int8 kernels expect aligned weights). Both compile as C99/C11 and 
 
 from __future__ import annotations
 
-import os
 import re
-import tempfile
 from pathlib import Path
 
 from ..errors import ConfigError, McuError
@@ -105,17 +103,9 @@ def _c_float(x: float | None) -> str:
 
 
 def _atomic_write(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it 0600; sources are for sharing
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    from ..fsutil import write_text
+
+    write_text(path, text)
 
 
 def write_c_array(model_path: str | Path, out_dir: str | Path, name: str | None = None,

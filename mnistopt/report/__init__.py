@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -235,16 +234,12 @@ def _plt():
 
 def _save(fig, path: Path) -> Path:
     """Write atomically: a crash never leaves a truncated PNG that the docs would show."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix="." + path.name, suffix=".png", dir=path.parent)
-    os.close(fd)
+    from ..fsutil import atomic_path
+
     try:
-        fig.savefig(tmp, dpi=DPI, bbox_inches="tight", pil_kwargs={"optimize": True})
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; these files are meant to be shared
-        os.replace(tmp, path)
+        with atomic_path(path, suffix=".png") as tmp:
+            fig.savefig(tmp, dpi=DPI, bbox_inches="tight", pil_kwargs={"optimize": True})
     finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
         fig.clf()
         import matplotlib.pyplot as plt
 

@@ -165,11 +165,9 @@ def load_run(path: str | os.PathLike) -> Run:
 
 
 def write_json_atomic(path: Path, obj: Any) -> None:
-    fd, tmp = tempfile.mkstemp(prefix="." + path.name, dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        json.dump(obj, f, indent=2)
-        f.write("\n")
-    os.replace(tmp, path)
+    from ..fsutil import write_json
+
+    write_json(path, obj)
 
 
 def data_from_path(path: str | os.PathLike):
