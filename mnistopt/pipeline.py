@@ -11,8 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import Enum
-from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -122,8 +121,8 @@ def demo(*, force: bool = False, until: str = "bench", frameworks=("torch", "ker
         rep = R.load_json(js)
     else:
         _say(f"[4/5] bench: {len(runs)} runs and their artifacts, each in a fresh process")
-        rep = bench([r.path for r in runs], Settings(iters=iters, budget_s=budget_s, progress=progress),
-                    device="cpu")
+        settings = Settings(iters=iters, budget_s=budget_s, progress=progress)
+        rep = bench([r.path for r in runs], settings, device="cpu")
         R.save_json(rep, js)
     _say(f"[5/5] report: {js}, {md}, {png}")
     R.plot(rep, png)
