@@ -11,7 +11,7 @@ import importlib
 from ..errors import ConfigError, DeviceError
 from .base import Target
 
-TARGETS: dict[str, str] = {
+TARGETS: dict[str, str | type] = {
     "cpu": "mnistopt.targets.local:CpuTarget",
     "gpu": "mnistopt.targets.local:GpuTarget",
     "arm": "mnistopt.arm.target:ArmTarget",
