@@ -23,7 +23,7 @@ app = typer.Typer(
 
 def _register() -> None:
     from .bench.cli import bench_command
-    from .bench.demo import demo_command
+    from .pipeline import demo_command
     from .data_cli import data_command
     from .export.cli import export_command
     from .report.cli import report_command

@@ -156,13 +156,10 @@ def test_float_model_is_refused_with_a_clear_message(tiny_models):
 
 
 def test_bench_mcu_target_refuses_float_only(tiny_models):
-    from mnistopt.bench.core import Options, artifact_item
-    from mnistopt.bench.targets import TARGETS, get_target
+    from mnistopt.targets import Settings, artifact_item, get_target
 
-    assert TARGETS["mcu"] == "mnistopt.mcu.target"
-    target = get_target("mcu")
     with pytest.raises(McuError, match="int8"):
-        target.run([artifact_item(tiny_models["fp32"])], Options(device="mcu", progress=False))
+        get_target("mcu").run([artifact_item(tiny_models["fp32"])], Settings(progress=False))
 
 
 def test_operator_tflite_micro_lacks_is_named(tiny_models):
@@ -314,16 +311,18 @@ def test_keras_int8_model_agrees_with_litert_on_real_mnist(tmp_path, mnist):
 
 
 def test_bench_mcu_target_records(tiny_models, mnist, tmp_path):
-    """Through the bench's real registry: int8 runs on the 10,000 test images, float is a row error."""
-    from mnistopt.bench.core import Options, artifact_item
-    from mnistopt.bench.targets import get_target
+    """Through the real registry: int8 runs on the 10,000 test images, float is not this
+    target's to run (a row, not a failure); the device class in the spec limits the fit."""
+    from mnistopt.targets import UNSUPPORTED, Settings, artifact_item, get_target
 
     real = tmp_path / "templates-int8.tflite"  # class means of real MNIST: ~80 % accurate
     real.write_bytes(build_linear_tflite(mnist.x_train[:5000], mnist.y_train[:5000]))
     items = [artifact_item(real), artifact_item(tiny_models["fp32"])]
-    recs = get_target("mcu").run(items, Options(device="mcu", progress=False))
+    target = get_target("mcu:stm32l432kc")
+    recs = target.run(items, Settings(progress=False))
     ok, bad = recs
     assert ok["n_images"] == 10_000 and ok["accuracy"] > 0.6 and ok["backend_label"] == "TFLite Micro"
     assert ok["latency"] == {} and ok["latency_source"] == "emulated"
     assert ok["mcu"]["arena_bytes"] > 0 and ok["mcu"]["litert"]["agreement"] >= 0.999
-    assert "int8" in bad["error"] and "mcu" not in bad
+    assert "int8" in bad["error"] and "mcu" not in bad and bad["error_type"] == UNSUPPORTED
+    assert [f["device"] for f in ok["mcu"]["fits"]] == ["m4-64k"] and target.failures(recs) == []

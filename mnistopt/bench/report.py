@@ -15,19 +15,21 @@ JSON schema "mnistopt.bench/1"::
                   coldstart: {total_s, in_process_s, import_s, load_s, first_inference_s,
                               peak_rss_bytes}, error?}],
      "pareto": [ids on the accuracy / batch-1 p50 front],
-     "targets": [{name, goal, value, ok, detail}]}
+     "targets": [{name, goal, value, ok, detail}],
+     "failures": [one line per model that failed; absent in reports built from bare records]}
+
+Targets may add their own entries to a record (``arm``, ``parity``, ``mcu``); the keys every
+record has are documented in mnistopt/targets/base.py (RECORD_KEYS).
 """
 
 from __future__ import annotations
 
-import datetime as _dt
 import json
 import math
 from pathlib import Path
 
 from ..errors import ConfigError
-
-SCHEMA = "mnistopt.bench/1"
+from ..targets.document import SCHEMA, document, save_json  # noqa: F401  (save_json re-exported)
 
 # Baseline comparison. Run-to-run p50 variation of one model measured on the project's 2-core
 # machine while other jobs ran was up to ~15 % (quiet: ~3 %), and below ~20 µs a scheduler
@@ -38,29 +40,10 @@ P50_FLOOR_US = 10.0
 
 
 def build_report(records: list[dict], options: dict, environment: dict, device: str) -> dict:
-    rep = {
-        "schema": SCHEMA,
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "device": device,
-        "options": options,
-        "environment": environment,
-        "results": records,
-    }
+    rep = document(records, options, environment, device)
     rep["pareto"] = pareto_front(records)
     rep["targets"] = check_targets(records)
     return rep
-
-
-def save_json(report: dict, path: Path) -> Path:
-    from ..fsutil import write_json
-
-    return write_json(path, report, default=_jsonable)
-
-
-def _jsonable(o):
-    if hasattr(o, "item"):  # numpy scalars
-        return o.item()
-    return str(o)
 
 
 def load_json(path: Path) -> dict:
@@ -302,6 +285,11 @@ def print_table(report: dict, console=None) -> None:
     for line in target_lines(report):
         style = "green" if line.startswith("PASS") else "red" if line.startswith("MISS") else "dim"
         console.print(f"  [{style}]{line}[/{style}]", highlight=False)
+    failures = report.get("failures") or []
+    if failures:
+        console.print(f"[red]{len(failures)} model(s) failed:[/red]")
+        for line in failures:
+            console.print(f"  [red]{line}[/red]", highlight=False, markup=False)
 
 
 def markdown(report: dict, plot_name: str | None = None) -> str:
@@ -317,6 +305,8 @@ def markdown(report: dict, plot_name: str | None = None) -> str:
              "|" + "|".join("---" if i < 3 else "---:" for i in range(len(head))) + "|"]
     lines += ["| " + " | ".join(c.replace("|", "/") for c in row) + " |" for row in body]
     lines += ["", "## Targets", ""] + [f"- {line}" for line in target_lines(report)]
+    if report.get("failures"):
+        lines += ["", "## Failures", ""] + [f"- {line}" for line in report["failures"]]
     if plot_name:
         lines += ["", f"![accuracy vs latency]({plot_name})"]
     return "\n".join(lines) + "\n"
@@ -364,9 +354,3 @@ def plot(report: dict, path: Path, batch: int = 1) -> Path:
     finally:
         plt.close(fig)
     return Path(path)
-
-
-def write_text_atomic(path: Path, text: str) -> Path:
-    from ..fsutil import write_text
-
-    return write_text(path, text)
