@@ -48,12 +48,19 @@ def predict_command(
         typer.echo(json.dumps({"model": str(model), "format": clf.format,
                                "predictions": rows}))
         return
-    width = max(len(n) for n in names)
+    width = max(len(_shown(n)) for n in names)
     for row in rows:
         extra = ""
         if top > 1:
-            extra = "   " + "  ".join(f"{lab}:{p:.1%}" for lab, p in row["top"][1:])
-        typer.echo(f"{row['image']:<{width}}  {row['label']}  ({row['confidence']:.1%}){extra}")
+            extra = "   " + "  ".join(f"{_shown(lab)}:{p:.1%}" for lab, p in row["top"][1:])
+        typer.echo(f"{_shown(row['image']):<{width}}  {_shown(row['label'])}  "
+                   f"({row['confidence']:.1%}){extra}")
+
+
+def _shown(text: str) -> str:
+    """`text` with control characters escaped: labels come from a sidecar, names from disk,
+    and an escape sequence must not reach the terminal."""
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
 
 
 @contextmanager
