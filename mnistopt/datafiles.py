@@ -250,9 +250,9 @@ class NumpyOnlyUnpickler(pickle._Unpickler):
 
     dispatch = dict(pickle._Unpickler.dispatch)
 
-    def __init__(self, file, *, name: str = "pickle", **kw):
+    def __init__(self, file, *, name: str = "pickle", size: int, **kw):
         super().__init__(file, **kw)
-        self.name = name
+        self.name, self.size = name, size
 
     def find_class(self, module: str, name: str):
         if (module, name) not in _ALLOWED_GLOBALS:
@@ -298,8 +298,16 @@ class NumpyOnlyUnpickler(pickle._Unpickler):
     def refuse(self):
         raise UnsafePickleError(f"{self.name}: refusing an object-creating opcode")
 
+    def load_bytearray8(self):
+        # The base class allocates the announced length before reading it.
+        n = int.from_bytes(self.read(8), "little")
+        if n > self.size:
+            raise DataError(f"{self.name}: a {n:,}-byte array in a {self.size:,}-byte file")
+        self.append(bytearray(self.read(n)))
+
     dispatch[pickle.REDUCE[0]] = load_reduce
     dispatch[pickle.BUILD[0]] = load_build
+    dispatch[pickle.BYTEARRAY8[0]] = load_bytearray8
     for _op in (pickle.NEWOBJ, pickle.NEWOBJ_EX, pickle.INST, pickle.OBJ):
         dispatch[_op[0]] = refuse
     del _op
@@ -330,7 +338,8 @@ def safe_unpickle(raw: bytes, name: str = "pickle"):
     """Unpickle `raw` (numpy arrays in tuples, lists and dicts only), or raise a DataError."""
     try:
         # The classic mnist.pkl.gz was written by Python 2: latin1 maps its str bytes 1:1.
-        return NumpyOnlyUnpickler(io.BytesIO(raw), name=name, encoding="latin1").load()
+        return NumpyOnlyUnpickler(io.BytesIO(raw), name=name, size=len(raw),
+                                  encoding="latin1").load()
     except (DataError, MemoryError):
         raise
     except Exception as exc:  # any other failure of a hostile byte stream is a format error

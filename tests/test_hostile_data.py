@@ -217,6 +217,8 @@ PROTO = b"\x80\x04"
 @pytest.mark.parametrize("raw, error, message", [
     # BINBYTES8 claiming a terabyte: the C unpickler would allocate it before reading.
     (PROTO + b"\x8e" + struct.pack("<Q", 1 << 40) + b"abc", DataError, "not a readable pickle"),
+    # BYTEARRAY8 likewise (the pure-Python unpickler allocates that one before reading too).
+    (b"\x80\x05\x96" + struct.pack("<Q", 1 << 40) + b"abc", DataError, "1,099,511,627,776-byte"),
     # numpy.ndarray called directly with a huge shape (REDUCE), and through NEWOBJ.
     (PROTO + b"\x8c\x05numpy\x8c\x07ndarray\x93J\x00\xca\x9a;\x85\x85R.", UnsafePickleError,
      "refusing to call"),

@@ -1,0 +1,138 @@
+"""Fuzzing the data readers: random bytes and mutated valid files (IDX plain and gzipped,
+.npz stored and deflated, the allow-listed pickle) give a result or a `MnistoptError`, never
+another exception, and a read of a hostile ~2 KB input never allocates more than 16 MB.
+"""
+
+import gzip
+import io
+import os
+import pickle
+import struct
+import tracemalloc
+
+import numpy as np
+import pytest
+
+from mnistopt import data as D
+from mnistopt.errors import MnistoptError
+
+hypothesis = pytest.importorskip("hypothesis")
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+MEMORY_BOUND = 16 << 20
+# MNISTOPT_FUZZ_EXAMPLES=20000 for a long, randomised run; the default is fixed and quick.
+EXAMPLES = int(os.environ.get("MNISTOPT_FUZZ_EXAMPLES", "0"))
+FUZZ = settings(max_examples=EXAMPLES or 300, deadline=None, derandomize=not EXAMPLES,
+                database=None,
+                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+# Header fields an attacker would try: zero, one, MNIST's sizes and one past, the extremes.
+INTERESTING = [0, 1, 10, 28, 255, 784, 60000, 60001, 100_001, 2**31 - 1, 2**32 - 1]
+
+
+def idx(arr):
+    return (struct.pack(">HBB", 0, 8, arr.ndim) + b"".join(struct.pack(">I", d) for d in arr.shape)
+            + arr.tobytes())
+
+
+def arrays(n=2):
+    rng = np.random.default_rng(0)
+    return {"x_train": rng.integers(0, 256, (n, 28, 28), dtype=np.uint8),
+            "y_train": rng.integers(0, 10, n, dtype=np.uint8),
+            "x_test": rng.integers(0, 256, (1, 28, 28), dtype=np.uint8),
+            "y_test": rng.integers(0, 10, 1, dtype=np.uint8)}
+
+
+def npz(save, **extra) -> bytes:
+    b = io.BytesIO()
+    save(b, **arrays(), **extra)
+    return b.getvalue()
+
+
+def mnist_pickle(protocol) -> bytes:
+    a = arrays()
+    x = (a["x_train"].reshape(-1, 784) / 256).astype(np.float32)
+    y = a["y_train"].astype(np.int64)
+    return pickle.dumps(((x, y), (x[:1], y[:1]), (x, y)), protocol=protocol)
+
+
+IDX_SEEDS = [idx(np.arange(20, dtype=np.uint8) % 10), idx(arrays()["x_train"])]
+IDX_SEEDS += [gzip.compress(s) for s in IDX_SEEDS]
+NPZ_SEEDS = [npz(np.savez), npz(np.savez_compressed)]
+CACHE_SEEDS = [npz(np.savez, sha256=np.array(D.arrays_sha256(arrays())), source=np.array("s"))]
+PICKLE_SEEDS = [mnist_pickle(3), mnist_pickle(4)]
+
+
+@st.composite
+def mutated(draw, seeds):
+    """A seed file with a few edits: bit flips, cuts, insertions, deletions, and header-sized
+    integers overwritten with the values above."""
+    data = bytearray(draw(st.sampled_from(seeds)))
+    for _ in range(draw(st.integers(1, 6))):
+        op = draw(st.sampled_from(["flip", "cut", "insert", "delete", "int"]))
+        pos = draw(st.integers(0, max(len(data) - 1, 0)))
+        if op == "flip" and data:
+            data[pos] ^= draw(st.integers(1, 255))
+        elif op == "cut":
+            del data[pos:]
+        elif op == "insert":
+            data[pos:pos] = draw(st.binary(min_size=1, max_size=16))
+        elif op == "delete":
+            del data[pos:pos + draw(st.integers(1, 16))]
+        else:
+            fmt = draw(st.sampled_from([">I", "<I", "<H", "<Q"]))
+            value = draw(st.sampled_from(INTERESTING)) % (1 << (8 * struct.calcsize(fmt)))
+            data[pos:pos + struct.calcsize(fmt)] = struct.pack(fmt, value)
+    return bytes(data)
+
+
+def hostile(seeds):
+    return st.one_of(st.binary(max_size=2048), mutated(seeds))
+
+
+def check(read, raw):
+    """`read(raw)` returns or raises a MnistoptError, within the memory bound."""
+    tracemalloc.start()
+    try:
+        try:
+            read(raw)
+        except MnistoptError:
+            pass
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < MEMORY_BOUND + 8 * len(raw), f"{peak:,} bytes for a {len(raw)}-byte input"
+
+
+def test_seeds_are_valid():
+    """The fuzzers start from files the readers accept, so mutations probe real parsing."""
+    assert D.read_idx_bytes(IDX_SEEDS[3], "s").shape == (2, 28, 28)
+    assert all(D.read_npz(io.BytesIO(s), D.KEYS)["x_train"].shape == (2, 28, 28) for s in NPZ_SEEDS)
+    for seed in PICKLE_SEEDS:
+        got = D.arrays_from_pickle(seed, "s")
+        np.testing.assert_array_equal(got["x_train"][:2], arrays()["x_train"])
+    assert D.read_cache(io.BytesIO(CACHE_SEEDS[0])).x_test.shape == (1, 28, 28)
+
+
+@FUZZ
+@given(hostile(IDX_SEEDS))
+def test_fuzz_idx(raw):
+    check(lambda b: D.read_idx_bytes(b, "fuzz"), raw)
+
+
+@FUZZ
+@given(hostile(NPZ_SEEDS))
+def test_fuzz_npz(raw):
+    check(lambda b: D.read_npz(io.BytesIO(b), D.KEYS, "fuzz"), raw)
+
+
+@FUZZ
+@given(hostile(PICKLE_SEEDS))
+def test_fuzz_pickle(raw):
+    check(lambda b: D.arrays_from_pickle(b, "fuzz"), raw)
+
+
+@FUZZ
+@given(hostile(CACHE_SEEDS))
+def test_fuzz_cache(raw):
+    check(lambda b: D.read_cache(io.BytesIO(b)), raw)
