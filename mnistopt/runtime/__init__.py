@@ -28,4 +28,5 @@ from .backends import BACKENDS, DEFAULT_BACKEND, Backend, TensorInfo, detect_for
 from .classifier import SCHEMA, Classifier, images_array, input_layout, load, logits_in_batches
 
 __all__ = ["BACKENDS", "DEFAULT_BACKEND", "SCHEMA", "Backend", "Classifier", "TensorInfo",
-           "detect_format", "images_array", "input_layout", "load", "logits_in_batches", "open_backend"]
+           "detect_format", "images_array", "input_layout", "load", "logits_in_batches",
+           "open_backend"]

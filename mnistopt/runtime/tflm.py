@@ -23,6 +23,9 @@ from .flatbuf import read_tflite
 
 # A flatbuffer (and so a TFLite Micro model) cannot exceed 2 GiB.
 MAX_MODEL_BYTES = 1 << 31
+# TFLite Micro places its own allocator in the arena: below a few hundred bytes it crashes the
+# process (tflite-micro 0.dev20261023) instead of reporting; from here up it reports.
+MIN_ARENA_BYTES = 512
 _ARENA_RE = re.compile(r"Arena allocation (total|head|tail) (\d+) bytes")
 
 
@@ -84,8 +87,9 @@ class MicroBackend(Backend):
             except UnicodeDecodeError:
                 pass
         arena = (options or {}).get("arena_bytes") or default_arena(len(data))
-        if not isinstance(arena, int) or arena < 1:
-            raise McuError(f"arena_bytes must be a positive number of bytes, got {arena!r}")
+        if not isinstance(arena, int) or arena < MIN_ARENA_BYTES:
+            raise McuError(f"arena_bytes must be at least {MIN_ARENA_BYTES} bytes (TFLite "
+                           f"Micro's own bookkeeping lives there), got {arena!r}")
         self.arena_bytes = arena
         self.interp = self._open(data, arena)
         self.providers = ["TFLite Micro"]
