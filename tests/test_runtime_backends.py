@@ -77,6 +77,10 @@ def test_profiling_is_a_load_option(models):  # noqa: F811
     trace = clf.backend.end_profiling()
     assert sum(ev.get("name") == "model_run" for ev in trace) == 3
     assert any(ev.get("cat") == "Node" for ev in trace)
+    from mnistopt.bench.profile import profile_onnx
+
+    r = profile_onnx(models["onnx"], iters=5, threads=1)
+    assert r["runs_seen"] == 5 - 5 // 10 and "Conv" in r["ops_us"] and r["threads"] == 1
     with pytest.raises(ConfigError, match="not profiling"):
         load(models["onnx"]).backend.end_profiling()
     with pytest.raises(ConfigError, match="'litert' has no profiler.*onnxruntime"):
