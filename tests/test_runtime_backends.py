@@ -102,7 +102,8 @@ def test_backend_choice_errors(models):  # noqa: F811
     ("onnxruntime", "tflite", "onnx", "runtime-onnx"),
     ("ai_edge_litert", "onnx", "tflite", "runtime-tflite"),
 ])
-def test_one_extra_is_enough_and_the_other_is_named(models, missing, works, fails, extra):  # noqa: F811
+def test_one_extra_is_enough_and_the_other_is_named(models, missing, works,  # noqa: F811
+                                                    fails, extra):
     # The other library made unimportable, as in a venv with only one of the two extras.
     code = (f"import sys; sys.modules[{missing!r}] = None\n"
             "import numpy as np, mnistopt.runtime as rt\n"
