@@ -15,13 +15,13 @@ Adding a backend: a `Backend` subclass in its own module, and one line in `BACKE
 from __future__ import annotations
 
 import importlib
-import os
 from abc import ABC, abstractmethod
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import ConfigError, DeviceError, ModelLoadError
+from ..hw import physical_cores
 
 # name -> "module:Class" below mnistopt.runtime; imported when a model is opened with it.
 BACKENDS = {
@@ -162,29 +162,6 @@ def open_backend(path, backend: str | None = None, *, threads: int | None = None
                           + (f" (it has: {', '.join(sorted(cls.options))})" if cls.options else ""))
     return cls(path, threads=threads or physical_cores(), device=str(device).lower(),
                profile=profile, options=dict(options or {}))
-
-
-def physical_cores() -> int:
-    """Physical cores this process may use (hyper-threads share one core's int8 units)."""
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        usable = os.cpu_count() or 1
-    try:
-        cores, phys = set(), "0"
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                key, _, value = line.partition(":")
-                key = key.strip()
-                if key == "physical id":
-                    phys = value.strip()
-                elif key == "core id":
-                    cores.add((phys, value.strip()))
-        if cores:
-            return max(1, min(usable, len(cores)))
-    except OSError:
-        pass
-    return max(1, usable)
 
 
 def first_line(exc: BaseException) -> str:
