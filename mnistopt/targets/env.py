@@ -10,6 +10,8 @@ import platform
 import sys
 from importlib import metadata
 
+from ..hw import usable_cores
+
 # Flags that decide which int8 kernels a runtime can use.
 # x86: avx2 (the baseline of ORT/XNNPACK fast paths), VNNI (int8 dot products: avx512_vnni or
 # avx_vnni); aarch64: asimddp (SDOT/UDOT), i8mm (SMMLA), fphp/asimdhp (fp16 arithmetic).
@@ -50,10 +52,7 @@ def library_versions(names=LIBRARIES) -> dict:
 
 def environment(threads: int | None = None) -> dict:
     """One dict describing this machine, for the report and for comparing runs."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        cores = os.cpu_count() or 1
+    cores = usable_cores()
     try:
         load = list(os.getloadavg())
     except OSError:
