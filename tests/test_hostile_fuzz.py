@@ -4,6 +4,7 @@ another exception, and a read of a hostile ~2 KB input never allocates more than
 """
 
 import gzip
+import json
 import io
 import os
 import pickle
@@ -136,3 +137,105 @@ def test_fuzz_pickle(raw):
 @given(hostile(CACHE_SEEDS))
 def test_fuzz_cache(raw):
     check(lambda b: D.read_cache(io.BytesIO(b)), raw)
+
+
+# --- the sidecar validator ------------------------------------------------------------------
+
+VALID_SIDECAR = {
+    "schema": "mnistopt.artifact/1", "format": "onnx", "framework": "torch", "arch": "lenet5",
+    "labels": [str(i) for i in range(10)],
+    "input": {"name": "images", "shape": [-1, 1, 28, 28], "layout": "NCHW", "dtype": "uint8",
+              "range": [0.0, 1.0], "scale": 1 / 255, "zero_point": 0},
+    "output": {"name": "logits", "shape": [-1, 10], "dtype": "float32", "scale": None,
+               "zero_point": None, "kind": "logits"},
+    "quantize": {"mode": "int8", "tag": "int8", "settings": {}, "reason": "r"},
+    "source": {"run": "r", "native": "model.pt", "sha256": "ab" * 32, "test_accuracy": 0.99},
+    "file": {"name": "m.onnx", "bytes": 10, "sha256": "cd" * 32},
+}
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=12)
+    | st.sampled_from(["NCHW", "probabilities", "logits", "uint8", "int8", "onnx"]),
+    lambda inner: st.lists(inner, max_size=11) | st.dictionaries(
+        st.sampled_from(list(VALID_SIDECAR) + ["scale", "zero_point", "kind", "dtype"])
+        | st.text(max_size=6), inner, max_size=5),
+    max_leaves=24)
+
+
+@st.composite
+def sidecars(draw):
+    """The valid sidecar with one to three values replaced (or removed) at random paths."""
+    meta = json.loads(json.dumps(VALID_SIDECAR))
+    for _ in range(draw(st.integers(1, 3))):
+        key = draw(st.sampled_from(list(VALID_SIDECAR)))
+        target = meta
+        if isinstance(meta.get(key), dict) and meta[key] and draw(st.booleans()):
+            target, key = meta[key], draw(st.sampled_from(sorted(meta[key])))
+        if draw(st.integers(0, 5)) == 0:
+            target.pop(key, None)
+        else:
+            target[key] = draw(json_values)
+    return meta
+
+
+class FakeBackend:
+    """A linear MNIST model behind the backend interface: truth known, any tensor types."""
+
+    format, threads, device, providers, custom_metadata = "onnx", 1, "cpu", ["fake"], {}
+
+    def __init__(self, quantized):
+        from mnistopt.runtime.backends import TensorInfo
+
+        self.w = np.random.default_rng(5).normal(0, 0.05, (784, 10)).astype(np.float32)
+        if quantized:  # int8 in and out, parameters in the model's own tensors
+            self.input = TensorInfo("x", (-1, 1, 28, 28), np.int8, 1 / 255, -128)
+            self.output = TensorInfo("y", (-1, 10), np.int8, 0.25, 3)
+        else:  # uint8 in without parameters (an ONNX graph input), float out
+            self.input = TensorInfo("x", (-1, 1, 28, 28), np.uint8)
+            self.output = TensorInfo("y", (-1, 10), np.float32)
+
+    def run(self, x):
+        if x.dtype == np.int8:
+            y = ((x.reshape(len(x), -1).astype(np.float32) + 128) / 255) @ self.w
+            return np.clip(np.round(y / 0.25) + 3, -128, 127).astype(np.int8)
+        return x.reshape(len(x), -1).astype(np.float32) @ self.w
+
+
+@FUZZ
+@given(st.one_of(json_values, sidecars()))
+def test_fuzz_sidecar_validator_never_raises(meta):
+    from mnistopt.artifact import check_metadata
+
+    problems = check_metadata(meta)
+    assert isinstance(problems, list) and all(isinstance(p, str) for p in problems)
+    assert all(p.isprintable() for p in problems)
+
+
+@FUZZ
+@given(sidecars(), st.booleans())
+def test_fuzz_an_accepted_sidecar_never_gives_a_wrong_answer(meta, quantized):
+    """Whatever passes the schema: confidences are probabilities, the model's own quantization
+    wins where it has one, and the float model's label is its own argmax."""
+    import warnings
+
+    from mnistopt.artifact import check_metadata
+    from mnistopt.runtime.classifier import Classifier
+
+    if check_metadata(meta):
+        return
+    backend = FakeBackend(quantized)
+    x = np.random.default_rng(7).integers(0, 256, (8, 28, 28), dtype=np.uint8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        clf = Classifier("fuzz.onnx", backend, meta)
+        proba = clf.predict_proba(x)
+    assert np.isfinite(proba).all() and proba.min() >= 0 and proba.max() <= 1 + 1e-6
+    np.testing.assert_allclose(proba.sum(1), 1, atol=1e-5)
+    assert len(clf.labels) == 10 and all(s.isprintable() for s in clf.labels)
+    if quantized:
+        assert (clf.in_quant, clf.out_quant) == ((1 / 255, -128), (0.25, 3))
+    else:
+        scale, zp = clf.in_quant
+        assert np.isfinite(scale) and scale > 0 and 0 <= zp <= 255
+        if clf.in_quant == (1 / 255, 0):  # the default: the model's own reading of its bytes
+            truth = (x.reshape(8, -1) @ backend.w).argmax(1)
+            assert (proba.argmax(1) == truth).all()

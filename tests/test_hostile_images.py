@@ -158,14 +158,21 @@ def test_cli_bomb_and_ansi_labels(tmp_path, bomb):
     assert r.returncode == 2, r.stderr
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"error: {bomb}: more than"), r.stderr
-    # A sidecar whose labels carry terminal escapes (clear screen, red, a title change).
+    # A sidecar whose labels carry terminal escapes (clear screen, red, a title change): the
+    # schema refuses it, the warning says so on stderr, and nothing raw reaches stdout.
     evil = ["\x1b[2J\x1b[31mseven", "\x1b]0;owned\x07"] + [str(i) for i in range(2, 10)]
     (tmp_path / "m.onnx.json").write_text(json.dumps({"format": "onnx", "labels": evil}))
     np.save(tmp_path / "x.npy", np.zeros((4, 28, 28), np.uint8))
-    for extra in ((), ("--top", "10")):
+    for extra in ((), ("--top", "10"), ("--json",)):
         r = predict(model, tmp_path / "x.npy", *extra)
         assert r.returncode == 0, r.stderr
-        assert "\x1b" not in r.stdout and "\x07" not in r.stdout, r.stdout
-    assert "\\x1b[2J\\x1b[31mseven" in r.stdout or "\\x1b]0;owned\\x07" in r.stdout, r.stdout
-    r = predict(model, tmp_path / "x.npy", "--json")
-    assert r.returncode == 0 and "\x1b" not in r.stdout
+        assert "\x1b" not in r.stdout + r.stderr and "\x07" not in r.stdout + r.stderr
+        assert f"warning: {tmp_path / 'm.onnx.json'}: sidecar ignored: metadata.labels" \
+            in r.stderr, r.stderr
+
+
+def test_predict_output_escapes_control_characters():
+    from mnistopt.runtime.cli import _shown
+
+    assert _shown("\x1b[31m7\x07") == "\\x1b[31m7\\x07"
+    assert _shown("sieben ٧ 七") == "sieben ٧ 七"  # printable text in any script stays
