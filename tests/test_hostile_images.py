@@ -127,33 +127,17 @@ def test_npy_whose_header_claims_more_than_the_file_holds(tmp_path):
 # --- the command ----------------------------------------------------------------------------
 
 
-def linear_onnx(path):
-    """A 784 -> 10 linear classifier built with onnx.helper (no exporter needed)."""
-    onnx = pytest.importorskip("onnx")
-    pytest.importorskip("onnxruntime")
-    from onnx import TensorProto, helper, numpy_helper
-
-    rng = np.random.default_rng(0)
-    w = numpy_helper.from_array(rng.normal(0, 0.05, (784, 10)).astype(np.float32), "w")
-    shape = numpy_helper.from_array(np.array([-1, 784], np.int64), "shape")
-    graph = helper.make_graph(
-        [helper.make_node("Reshape", ["images", "shape"], ["flat"]),
-         helper.make_node("MatMul", ["flat", "w"], ["logits"])],
-        "linear", [helper.make_tensor_value_info("images", TensorProto.FLOAT, ["N", 1, 28, 28])],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 10])], [w, shape])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.save(model, str(path))
-    return path
-
-
 def predict(*args):
     return subprocess.run([sys.executable, "-m", "mnistopt", "predict", *map(str, args)],
                           capture_output=True, text=True, timeout=180)
 
 
 def test_cli_bomb_and_ansi_labels(tmp_path, bomb):
-    model = linear_onnx(tmp_path / "m.onnx")
+    pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    from hostile_models import onnx_model
+
+    model = onnx_model(tmp_path / "m.onnx")
     r = predict(model, bomb)
     assert r.returncode == 2, r.stderr
     lines = r.stderr.strip().splitlines()
