@@ -44,6 +44,7 @@ def bench_command(
         raise ConfigError(f"--batch-sizes: {exc}") from None
     if iters < 1 or warmup < 0 or budget <= 0 or (threads is not None and threads < 1):
         raise ConfigError("--iters and --threads must be >= 1, --warmup >= 0, --budget > 0")
+    from ..fsutil import write_text
     from . import report as R
     from .api import Options, bench
 
@@ -70,7 +71,7 @@ def bench_command(
                 rel = str(Path(plot).resolve().relative_to(Path(report).resolve().parent))
             except ValueError:
                 rel = str(Path(plot).resolve())
-        R.write_text_atomic(report, R.markdown(rep, rel))
+        write_text(report, R.markdown(rep, rel))
     for f in (json_out, report, plot):
         if f:
             typer.echo(f"wrote {f}")

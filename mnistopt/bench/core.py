@@ -175,7 +175,6 @@ def run_child(item: Item, opts: Options, data: Path, workdir: Path, timeout: flo
     if opts.threads:
         cmd += ["--threads", str(opts.threads)]
     env = dict(os.environ)
-    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up chatter is not a result
     t_spawn = time.time()
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)

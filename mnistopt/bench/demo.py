@@ -105,6 +105,7 @@ def demo(*, force: bool = False, until: str = "bench", frameworks=("torch", "ker
     if stop < 3:
         return None
 
+    from ..fsutil import write_text
     from . import report as R
     from .api import Options, bench
 
@@ -123,7 +124,7 @@ def demo(*, force: bool = False, until: str = "bench", frameworks=("torch", "ker
         R.save_json(rep, js)
     _say(f"[5/5] report: {js}, {md}, {png}")
     R.plot(rep, png)
-    R.write_text_atomic(md, R.markdown(rep, png.name))
+    write_text(md, R.markdown(rep, png.name))
     R.print_table(rep)
     return rep
 

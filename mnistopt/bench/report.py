@@ -364,9 +364,3 @@ def plot(report: dict, path: Path, batch: int = 1) -> Path:
     finally:
         plt.close(fig)
     return Path(path)
-
-
-def write_text_atomic(path: Path, text: str) -> Path:
-    from ..fsutil import write_text
-
-    return write_text(path, text)

@@ -223,12 +223,6 @@ def load_test_data(path, limit: int | None = None):
     return np.ascontiguousarray(x, dtype=np.uint8), np.asarray(y).astype(np.int64)
 
 
-def write_json_atomic(path: Path, obj) -> None:
-    from ..fsutil import write_json
-
-    write_json(path, obj)
-
-
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m mnistopt.bench.worker", description=__doc__.split("\n")[0])
     p.add_argument("artifacts", nargs="+", type=Path)
@@ -266,9 +260,11 @@ def main(argv=None) -> int:
         lat = r["latency"]
         print(f"worker: {path.name}: acc {r['accuracy']:.4f} "
               + " ".join(f"b{b} p50 {s['p50_us']:.0f}us" for b, s in lat.items()), file=sys.stderr)
-    write_json_atomic(a.out, {"schema": SCHEMA, "environment": environment(a.threads),
-                              "batch_sizes": sizes, "warmup": a.warmup, "iters": a.iters,
-                              "results": results})
+    from ..fsutil import write_json
+
+    write_json(a.out, {"schema": SCHEMA, "environment": environment(a.threads),
+                       "batch_sizes": sizes, "warmup": a.warmup, "iters": a.iters,
+                       "results": results})
     return 1 if failed else 0
 
 

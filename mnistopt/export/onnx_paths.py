@@ -115,8 +115,8 @@ def _rename_io(model: onnx.ModelProto) -> None:
 
 # --- quantized variants ---------------------------------------------------------------------
 
-def quantize(fp32: Path, mode: str, workdir: Path, ctx) -> tuple[Path, dict, str]:
-    """(file, settings, reason) for `mode` in dynamic | int8 | fp16."""
+def quantize(run, fp32: Path, mode: str, workdir: Path, ctx) -> tuple[Path, dict, str]:
+    """(file, settings, reason) for `mode` in dynamic | int8 | fp16; the same for every run."""
     if mode == "int8":
         return _static_int8(fp32, workdir, ctx)
     if mode == "dynamic":
@@ -163,8 +163,6 @@ def _static_int8(fp32: Path, workdir: Path, ctx) -> tuple[Path, dict, str]:
 
     from .runners import _layout
 
-    if ctx.calib is None or len(ctx.calib) == 0:
-        raise ConfigError("int8 quantization needs calibration images: --calib-samples must be >= 1")
     settings, reason = int8_preset(ctx.cpu)
     shape = [d.dim_value or -1 for d in onnx.load(str(fp32), load_external_data=False)
              .graph.input[0].type.tensor_type.shape.dim]

@@ -46,10 +46,10 @@ def report_command(
                for a in artifacts]
     payload = [r.as_dict() for r in reports]
     if out is not None:
-        from .carray import _atomic_write
+        from ..fsutil import write_text
 
         out.parent.mkdir(parents=True, exist_ok=True)
-        _atomic_write(out, json.dumps(payload, indent=1) + "\n")
+        write_text(out, json.dumps(payload, indent=1) + "\n")
     if as_json:
         typer.echo(json.dumps(payload, indent=1))
         return

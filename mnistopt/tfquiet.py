@@ -1,0 +1,95 @@
+"""Keep TensorFlow's start-up chatter off the user's terminal, for this process and its children.
+
+`mnistopt/__init__.py` calls `install()`, so it runs before any part of mnistopt can import
+TensorFlow (the CLI, the library, the bench's worker processes). Two layers are needed:
+
+* the environment (inherited by child processes): ``TF_CPP_MIN_LOG_LEVEL=2`` hides TensorFlow's
+  C++ INFO and WARNING lines while it runs (converter notes, CPU-feature hints); errors stay;
+* the import itself: TensorFlow 2.19+ logs "oneDNN custom operations are on" and absl's
+  "before absl::InitializeLog()" banner while its shared libraries load, whatever the
+  environment says (tensorflow#100442). The first ``import tensorflow`` runs with the stderr
+  file descriptor sent to a temp file; lines in TensorFlow's log format are dropped and
+  anything else (a Python warning, a fatal message) is written back to stderr.
+
+``TF_ENABLE_ONEDNN_OPTS`` is left alone: turning the oneDNN kernels off would silence the
+line too, but changes numerics and speed.
+"""
+
+from __future__ import annotations
+
+import importlib.abc
+import importlib.util
+import os
+import re
+import sys
+import tempfile
+
+ENV = {"TF_CPP_MIN_LOG_LEVEL": "2"}
+
+_CHATTER = re.compile(
+    r"WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR"
+    r"|[IWE]\d{4} \d\d:\d\d:\d\d\.\d+ +\d+ \S+:\d+\] "          # absl: I0000 00:00:17.5  123 port.cc:153]
+    r"|\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+: [IWE] \S+:\d+\] "   # tsl: 2025-01-01 10:00:00.1: I x.cc:1]
+    r"|To enable the following instructions: .* rebuild TensorFlow"
+)
+
+
+def chatter(line: str) -> bool:
+    """True for a line TensorFlow logs on its own while starting up (INFO, WARNING, ERROR)."""
+    return bool(_CHATTER.match(line))
+
+
+class _QuietImport(importlib.abc.MetaPathFinder):
+    """Wraps the first import of `tensorflow`, then takes itself off sys.meta_path."""
+
+    def find_spec(self, fullname, path=None, target=None):
+        if fullname != "tensorflow":
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.util.find_spec(fullname)
+        if spec is None or spec.loader is None or not hasattr(spec.loader, "exec_module"):
+            return spec
+        exec_module = spec.loader.exec_module
+
+        def quiet_exec(module):
+            with _stderr_filtered():
+                exec_module(module)
+
+        spec.loader.exec_module = quiet_exec
+        return spec
+
+
+class _stderr_filtered:
+    def __enter__(self):
+        sys.stderr.flush()
+        try:
+            self.saved = os.dup(2)
+        except OSError:  # no stderr at all (a daemon): nothing to keep clean
+            self.saved = None
+            return self
+        self.tmp = tempfile.TemporaryFile()
+        os.dup2(self.tmp.fileno(), 2)
+        return self
+
+    def __exit__(self, *exc):
+        if self.saved is None:
+            return False
+        sys.stderr.flush()
+        os.dup2(self.saved, 2)
+        os.close(self.saved)
+        self.tmp.seek(0)
+        text = self.tmp.read().decode(errors="replace")
+        self.tmp.close()
+        kept = [line for line in text.splitlines(keepends=True) if not chatter(line)]
+        if kept:
+            sys.stderr.write("".join(kept))
+            sys.stderr.flush()
+        return False
+
+
+def install() -> None:
+    """Set the environment and arm the import filter (once; a no-op if TensorFlow is loaded)."""
+    for key, value in ENV.items():
+        os.environ.setdefault(key, value)
+    if "tensorflow" not in sys.modules and not any(isinstance(f, _QuietImport) for f in sys.meta_path):
+        sys.meta_path.insert(0, _QuietImport())
