@@ -30,6 +30,9 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # Help text is plain: "[default: ...]" in an option's help must print, not be taken for
+    # rich markup and dropped. Applies to every command and sub-app below.
+    rich_markup_mode=None,
 )
 
 
@@ -66,12 +69,11 @@ def one_line(text: str) -> str:
     return " ".join(str(text).split())
 
 
-def usage_error_lines(exc: clickx.UsageError) -> list[str]:
+def usage_error_lines(exc: clickx.UsageError, argv: list[str]) -> list[str]:
     """`error: ...` and a `try: mnistopt CMD --help` hint: the whole report of a usage error."""
-    lines = [f"error: {one_line(exc.format_message())}"]
-    path = exc.ctx.command_path if exc.ctx is not None else PROG
-    lines.append(f"try: {path} --help")
-    return lines
+    # Errors from the option parser carry no context; the command is then read off argv.
+    path = exc.ctx.command_path if exc.ctx is not None else _command_words(argv)
+    return [f"error: {one_line(exc.format_message())}", f"try: {path} --help"]
 
 
 def _command_words(argv: list[str]) -> str:
@@ -97,7 +99,7 @@ def main(argv: list[str] | None = None) -> None:
         exc.show()  # `mnistopt` or `mnistopt mcu` alone: the help text, exit 2 as click does
         sys.exit(exc.exit_code)
     except clickx.UsageError as exc:
-        for line in usage_error_lines(exc):
+        for line in usage_error_lines(exc, argv):
             typer.echo(line, err=True)
         sys.exit(2)
     except MnistoptError as exc:

@@ -3,13 +3,17 @@
 `mnistopt/__init__.py` calls `install()`, so it runs before any part of mnistopt can import
 TensorFlow (the CLI, the library, the bench's worker processes). Two layers are needed:
 
-* the environment (inherited by child processes): ``TF_CPP_MIN_LOG_LEVEL=2`` hides TensorFlow's
-  C++ INFO and WARNING lines while it runs (converter notes, CPU-feature hints); errors stay;
+* the environment (inherited by child processes): ``TF_CPP_MIN_LOG_LEVEL=3`` hides TensorFlow's
+  C++ log lines while it runs: converter notes, CPU-feature hints, and the ERROR lines of
+  harmless version skew (tf.data's "NodeDef mentions attribute ..."); real failures still
+  raise Python exceptions;
 * the import itself: TensorFlow 2.19+ logs "oneDNN custom operations are on" and absl's
   "before absl::InitializeLog()" banner while its shared libraries load, whatever the
   environment says (tensorflow#100442). The first ``import tensorflow`` runs with the stderr
   file descriptor sent to a temp file; lines in TensorFlow's log format are dropped and
   anything else (a Python warning, a fatal message) is written back to stderr.
+  `quiet_stderr()` does the same around other native calls that print regardless
+  (TFLiteConverter's quantizer, a LiteRT interpreter announcing its XNNPACK delegate).
 
 ``TF_ENABLE_ONEDNN_OPTS`` is left alone: turning the oneDNN kernels off would silence the
 line too, but changes numerics and speed.
@@ -24,13 +28,15 @@ import re
 import sys
 import tempfile
 
-ENV = {"TF_CPP_MIN_LOG_LEVEL": "2"}
+ENV = {"TF_CPP_MIN_LOG_LEVEL": "3"}
 
 _CHATTER = re.compile(
     r"WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR"
-    r"|[IWE]\d{4} \d\d:\d\d:\d\d\.\d+ +\d+ \S+:\d+\] "          # absl: I0000 00:00:17.5  123 port.cc:153]
+    r"|[IWE]\d{4} \d\d:\d\d:\d+\.\d+ +\d+ \S+:\d+\] "           # absl: I0000 00:00:1796.5  123 port.cc:153]
     r"|\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+: [IWE] \S+:\d+\] "   # tsl: 2025-01-01 10:00:00.1: I x.cc:1]
     r"|To enable the following instructions: .* rebuild TensorFlow"
+    r"|fully_quantize: \d+, inference_type: "                    # TFLiteConverter's quantizer
+    r"|INFO: Created TensorFlow Lite \w+ delegate for CPU\."      # LiteRT's interpreter
 )
 
 
@@ -52,14 +58,16 @@ class _QuietImport(importlib.abc.MetaPathFinder):
         exec_module = spec.loader.exec_module
 
         def quiet_exec(module):
-            with _stderr_filtered():
+            with quiet_stderr():
                 exec_module(module)
 
         spec.loader.exec_module = quiet_exec
         return spec
 
 
-class _stderr_filtered:
+class quiet_stderr:
+    """A context in which what native code writes to stderr passes through `chatter()`."""
+
     def __enter__(self):
         sys.stderr.flush()
         try:

@@ -92,8 +92,8 @@ def export(run, format: str | Sequence[str] = "onnx", quantize: str | Sequence[s
     from ..train import Run, load_run
     from . import runners
 
-    run = run if isinstance(run, Run) else load_run(run)
     fmts, modes = choose(format, FORMATS, "export format"), choose(quantize, MODES, "quantize mode")
+    run = run if isinstance(run, Run) else load_run(run)
     if opset < 17:
         raise ConfigError(f"--opset must be at least 17, got {opset}")
     if atol is not None and not atol > 0:

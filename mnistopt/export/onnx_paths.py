@@ -37,7 +37,13 @@ def convert(run, workdir: Path, ctx) -> Path:
 
 
 def _from_torch(run, opset: int) -> onnx.ModelProto:
+    import logging
+
     import torch
+
+    # The dynamo exporter warns once per torchvision operator it cannot register when
+    # torchvision is absent (this project never installs it); failures still raise.
+    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
 
     model = run.model.eval()
     # A batch of 2, not 1: a batch-1 example lets the exporter specialise the batch dim away.

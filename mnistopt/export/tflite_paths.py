@@ -83,8 +83,10 @@ def _from_saved_model(run, sm: Path, mode: str, workdir: Path, ctx) -> Path:
         conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         conv.inference_input_type = tf.int8
         conv.inference_output_type = tf.int8
+    from ..tfquiet import quiet_stderr
+
     try:
-        with contextlib.redirect_stdout(io.StringIO()):
+        with contextlib.redirect_stdout(io.StringIO()), quiet_stderr():
             data = conv.convert()
     except Exception as exc:
         raise ExportError(f"TFLiteConverter failed on {sm} ({mode}): {exc}") from None
