@@ -194,7 +194,7 @@ def test_report_draws_every_figure(tmp_path, tiny_mnist, monkeypatch):
     from mnistopt.train import TrainConfig, train
 
     ws = tmp_path / "ws"
-    train(TrainConfig(framework="torch", arch="edge", epochs=2, batch_size=64, limit=256),
+    train(TrainConfig(framework="torch", arch="edge", epochs=2, batch_size=64, limit=256, val_split=64),
           ws / "runs" / "torch-edge", data=tiny_mnist, progress=False)
     (ws / "reports").mkdir()
     (ws / "reports" / "bench.json").write_text(json.dumps({"results": [

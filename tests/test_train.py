@@ -61,8 +61,7 @@ def test_a_backend_missing_a_function_fails_at_lookup(monkeypatch):
     fake = types.ModuleType("mnistopt.train.fake_backend")
     fake.LAYOUT, fake.build = "NCHW", lambda arch, seed=0: None
     monkeypatch.setitem(sys.modules, fake.__name__, fake)
-    monkeypatch.setitem(T.FRAMEWORKS, "fake", (fake.__name__, "torch", "model.pt"))
-    monkeypatch.setitem(T.FRAMEWORK_PACKAGES, "fake", "numpy")
+    monkeypatch.setitem(T.FRAMEWORKS, "fake", T.Framework(fake.__name__, "torch", "model.pt", "numpy"))
     with pytest.raises(TypeError, match="lacks fit, save, load, logits, device_check"):
         backend("fake")
 

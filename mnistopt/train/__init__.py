@@ -38,14 +38,21 @@ from ..errors import ConfigError, RunError
 from ..fsutil import write_json
 from .loop import EpochLog, OnEpoch, Splits, make_splits
 
-# name -> (module, extra that installs it, native file or directory name)
-FRAMEWORKS: dict[str, tuple[str, str, str]] = {
-    "torch": ("mnistopt.train.torch_backend", "torch", "model.pt"),
-    "keras": ("mnistopt.train.keras_backend", "tf", "model.keras"),
-    "tf": ("mnistopt.train.tf_backend", "tf", "saved_model"),
+
+@dataclass(frozen=True)
+class Framework:
+    module: str  # implements Backend
+    extra: str  # the pip extra that installs the framework
+    native: str  # the file or directory `save` writes
+    package: str  # the framework's own package, imported to check the extra is installed
+
+
+FRAMEWORKS: dict[str, Framework] = {
+    "torch": Framework("mnistopt.train.torch_backend", "torch", "model.pt", "torch"),
+    "keras": Framework("mnistopt.train.keras_backend", "tf", "model.keras", "keras"),
+    "tf": Framework("mnistopt.train.tf_backend", "tf", "saved_model", "tensorflow"),
 }
-# The framework's own package, imported to check the extra is installed.
-FRAMEWORK_PACKAGES = {"torch": "torch", "keras": "keras", "tf": "tensorflow"}
+FRAMEWORK_PACKAGES = {name: f.package for name, f in FRAMEWORKS.items()}
 DEVICES = ("cpu", "gpu")
 SCHEDULES = ("onecycle", "constant")  # one-cycle: linear warm-up, cosine decay
 # The classic 55,000 / 5,000 split of MNIST's training set (TensorFlow's original MNIST
@@ -85,13 +92,13 @@ def backend(framework: str) -> Backend:
 
     if framework not in FRAMEWORKS:
         raise ConfigError(f"unknown framework '{framework}'; choose one of: {', '.join(FRAMEWORKS)}")
-    module, extra, _ = FRAMEWORKS[framework]
-    require(FRAMEWORK_PACKAGES[framework], extra, f"the {framework} framework")
-    mod = importlib.import_module(module)
+    fw = FRAMEWORKS[framework]
+    require(fw.package, fw.extra, f"the {framework} framework")
+    mod = importlib.import_module(fw.module)
     if not isinstance(mod, Backend):
         missing = [n for n in ("LAYOUT", "build", "fit", "save", "load", "logits", "device_check")
                    if not hasattr(mod, n)]
-        raise TypeError(f"{module} does not implement train.Backend: lacks {', '.join(missing)}")
+        raise TypeError(f"{fw.module} does not implement train.Backend: lacks {', '.join(missing)}")
     return mod
 
 
