@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> None:
             typer.echo(line, err=True)
         sys.exit(2)
     except MnistoptError as exc:
-        typer.echo(f"error: {exc}", err=True)
+        typer.echo(f"error: {one_line(exc)}", err=True)
         sys.exit(exc.exit_code)
     except (KeyboardInterrupt, typer.Abort):
         rc = INTERRUPTED
