@@ -9,9 +9,11 @@ TensorFlow (the CLI, the library, the bench's worker processes). Two layers are 
   raise Python exceptions;
 * the import itself: TensorFlow 2.19+ logs "oneDNN custom operations are on" and absl's
   "before absl::InitializeLog()" banner while its shared libraries load, whatever the
-  environment says (tensorflow#100442). The first ``import tensorflow`` runs with the stderr
-  file descriptor sent to a temp file; lines in TensorFlow's log format are dropped and
-  anything else (a Python warning, a fatal message) is written back to stderr.
+  environment says (tensorflow#100442); litert-torch's converter library carries the same
+  code, and torch logs in the same format while litert-torch registers its types. The first
+  import of each of `QUIET_IMPORTS` runs with the stderr file descriptor sent to a temp file;
+  lines in these log formats are dropped and anything else (a Python warning, a fatal
+  message) is written back to stderr.
   `quiet_stderr()` does the same around other native calls that print regardless
   (TFLiteConverter's quantizer, a LiteRT interpreter announcing its XNNPACK delegate).
 
@@ -29,6 +31,7 @@ import sys
 import tempfile
 
 ENV = {"TF_CPP_MIN_LOG_LEVEL": "3"}
+QUIET_IMPORTS = ("tensorflow", "litert_converter", "litert_torch")
 
 _CHATTER = re.compile(
     r"WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR"
@@ -37,6 +40,7 @@ _CHATTER = re.compile(
     r"|To enable the following instructions: .* rebuild TensorFlow"
     r"|fully_quantize: \d+, inference_type: "                    # TFLiteConverter's quantizer
     r"|INFO: Created TensorFlow Lite \w+ delegate for CPU\."      # LiteRT's interpreter
+    r"|Failed to load \S*torchao\S*: Could not load this library"  # torchao's optional CUDA kernels
 )
 
 
@@ -46,12 +50,17 @@ def chatter(line: str) -> bool:
 
 
 class _QuietImport(importlib.abc.MetaPathFinder):
-    """Wraps the first import of `tensorflow`, then takes itself off sys.meta_path."""
+    """Wraps the first import of each of QUIET_IMPORTS; off sys.meta_path once all were seen."""
+
+    def __init__(self, names):
+        self.names = set(names)
 
     def find_spec(self, fullname, path=None, target=None):
-        if fullname != "tensorflow":
+        if fullname not in self.names:
             return None
-        sys.meta_path.remove(self)
+        self.names.discard(fullname)
+        if not self.names:
+            sys.meta_path.remove(self)
         spec = importlib.util.find_spec(fullname)
         if spec is None or spec.loader is None or not hasattr(spec.loader, "exec_module"):
             return spec
@@ -96,8 +105,9 @@ class quiet_stderr:
 
 
 def install() -> None:
-    """Set the environment and arm the import filter (once; a no-op if TensorFlow is loaded)."""
+    """Set the environment and arm the import filter (once; modules already loaded are left)."""
     for key, value in ENV.items():
         os.environ.setdefault(key, value)
-    if "tensorflow" not in sys.modules and not any(isinstance(f, _QuietImport) for f in sys.meta_path):
-        sys.meta_path.insert(0, _QuietImport())
+    names = [n for n in QUIET_IMPORTS if n not in sys.modules]
+    if names and not any(isinstance(f, _QuietImport) for f in sys.meta_path):
+        sys.meta_path.insert(0, _QuietImport(names))

@@ -83,10 +83,8 @@ def _from_saved_model(run, sm: Path, mode: str, workdir: Path, ctx) -> Path:
         conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         conv.inference_input_type = tf.int8
         conv.inference_output_type = tf.int8
-    from ..tfquiet import quiet_stderr
-
     try:
-        with contextlib.redirect_stdout(io.StringIO()), quiet_stderr():
+        with _quiet():
             data = conv.convert()
     except Exception as exc:
         raise ExportError(f"TFLiteConverter failed on {sm} ({mode}): {exc}") from None
@@ -94,6 +92,22 @@ def _from_saved_model(run, sm: Path, mode: str, workdir: Path, ctx) -> Path:
     out.write_bytes(data)
     _check_size(out, mode, run)
     return out
+
+
+@contextlib.contextmanager
+def _quiet():
+    """The converters' and quantizer's own output off the terminal: what they print (endpoint
+    summaries, a calibration progress bar), their Python warnings, their native log lines.
+    Failures still raise; their messages go into the ExportError."""
+    import warnings
+
+    from ..tfquiet import quiet_stderr
+
+    # quiet_stderr outermost: native lines it keeps are written back after sys.stderr is restored.
+    with quiet_stderr(), contextlib.redirect_stdout(io.StringIO()), \
+            contextlib.redirect_stderr(io.StringIO()), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
 
 
 def _check_size(path: Path, mode: str, run) -> None:
@@ -113,7 +127,7 @@ def _torch_fp32(run, workdir: Path) -> Path:
     out = workdir / "none.tflite"
     # Batch 1: litert-torch 0.10 fails (AssertionError) on a dynamic batch dim.
     try:
-        with contextlib.redirect_stdout(io.StringIO()):
+        with _quiet():
             edge = litert_torch.convert(run.model.eval(), (torch.zeros(1, 1, 28, 28),))
             edge.export(str(out))
     except Exception as exc:
@@ -151,7 +165,7 @@ def _aeq(run, fp32: Path, mode: str, workdir: Path, ctx) -> tuple[Path, dict, st
     else:
         raise ConfigError(f"TFLite has no quantize mode '{mode}'")
     try:
-        with contextlib.redirect_stdout(io.StringIO()):
+        with _quiet():
             if q.need_calibration:
                 x = ctx.calib.astype(np.float32)[:, None] / 255.0  # NCHW, batch 1
                 (name,) = _signature_inputs(fp32)
