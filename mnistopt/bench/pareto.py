@@ -45,12 +45,13 @@ _RADII_PX = [9, 14, 20, 28, 38, 50, 65]
 
 
 def place_labels(points_px: list[tuple[float, float]], sizes_px: list[tuple[float, float]],
-                 area: tuple[float, float, float, float], marker_r: float) -> list[tuple[float, float]]:
+                 area: tuple[float, float, float, float], marker_r: float,
+                 obstacles: list[tuple[float, float, float, float]] = ()) -> list[tuple[float, float]]:
     """Offsets (dx, dy) in pixels for one label per point, greedy: the nearest spot around the
-    point whose box overlaps no label placed so far, no marker, and stays inside `area`
-    (x0, y0, x1, y1). Where none is free the farthest spot tried is used (a leader line shows
-    which point it names)."""
-    placed: list[tuple[float, float, float, float]] = []
+    point whose box overlaps no label placed so far, no marker, no obstacle box (x0, y0, x1, y1)
+    and stays inside `area`. Where none is free the farthest spot tried is used (a leader line
+    shows which point it names)."""
+    placed: list[tuple[float, float, float, float]] = list(obstacles)
     out = []
     x0, y0, x1, y1 = area
     for (x, y), (w, h) in zip(points_px, sizes_px):
@@ -137,8 +138,15 @@ def plot(report: dict, path: Path, batch: int = 1, title: str | None = None) -> 
     fontsize = 7
     char_px, line_px = 0.62 * fontsize * fig.dpi / 72, 1.2 * fontsize * fig.dpi / 72
     bb = ax.get_window_extent()
+    # The front's staircase is an obstacle too: a number on the line reads as part of it.
+    stairs = [pts[i] for i in f]
+    steps = [((x0, y0), (x1, y0)) for (x0, y0), (x1, _) in zip(stairs, stairs[1:])]
+    steps += [((x1, y0), (x1, y1)) for (_, y0), (x1, y1) in zip(stairs, stairs[1:])]
+    lines = [(min(a[0], b[0]) - 1.5, min(a[1], b[1]) - 1.5, max(a[0], b[0]) + 1.5,
+              max(a[1], b[1]) + 1.5) for a, b in steps]
     offsets = place_labels(pts, [(char_px * len(t) + 2, line_px) for t in labels],
-                           (bb.x0 + 2, bb.y0 + 2, bb.x1 - 2, bb.y1 - 2), marker_r=5.5)
+                           (bb.x0 + 2, bb.y0 + 2, bb.x1 - 2, bb.y1 - 2), marker_r=5.5,
+                           obstacles=lines)
     to_pt = 72 / fig.dpi
     for i, (dx, dy) in enumerate(offsets):
         far = math.hypot(dx, dy) > 16
