@@ -272,12 +272,3 @@ def read_metadata(path: str | os.PathLike) -> dict | None:
 
         return read_embedded(path)
     return None
-
-
-def cross_check(a: str | os.PathLike, b: str | os.PathLike, images: np.ndarray,
-                labels: np.ndarray | None = None) -> dict:
-    """Compare two artifacts (e.g. ONNX int8 vs TFLite int8) on `images`: the parity numbers."""
-    from ..parity import compare
-    from . import runners
-
-    return compare(runners.logits(Path(a), images), runners.logits(Path(b), images), labels)
