@@ -89,7 +89,7 @@ def _disc_hits(px: float, py: float, r: float, box) -> bool:
 def plot(report: dict, path: Path, batch: int = 1, title: str | None = None) -> Path:
     """Accuracy against p50 latency at `batch` (log x) of every model that ran: colour by
     runtime, marker by quantization, front outlined and joined, numbers named in a table."""
-    from matplotlib.ticker import FuncFormatter, NullFormatter
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
     from ..plotting import pyplot, save
     from .report import _fmt_bytes, _fmt_us, ok_records, p50
@@ -121,6 +121,8 @@ def plot(report: dict, path: Path, batch: int = 1, title: str | None = None) -> 
     ax.step([lat[i] for i in f], [acc[i] for i in f], where="post", color="black", lw=1.4,
             alpha=0.75, zorder=2)
     ax.set_xscale("log")
+    if max(lat) / min(lat) < 20:  # under ~1.5 decades: label 1-2-5 steps, not only powers of 10
+        ax.xaxis.set_major_locator(LogLocator(subs=(1, 2, 5)))
     ax.xaxis.set_major_formatter(FuncFormatter(_fmt_latency))
     ax.xaxis.set_minor_formatter(NullFormatter())
     lo, hi = min(acc), max(acc)
