@@ -25,7 +25,7 @@ def check_output(path: Path, option: str, suffix: str | None = None) -> None:
 
 
 def parity_command(
-    paths: Annotated[Optional[List[Path]], typer.Argument(help="Exported .onnx/.tflite files, run directories, or folders holding them [default: workspace/runs]")] = None,
+    paths: Annotated[Optional[List[Path]], typer.Argument(help="Exported .onnx/.tflite files, run directories, or folders holding them (default: workspace/runs)")] = None,
     json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the matrix as JSON (schema mnistopt.parity/1)")] = None,
     plot: Annotated[Optional[Path], typer.Option("--plot", help="Write the disagreement heatmap as PNG")] = None,
     quiet: Annotated[bool, typer.Option(help="No progress bar")] = False,

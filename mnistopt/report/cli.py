@@ -20,11 +20,11 @@ Figure = Enum("Figure", {name: name for name in _figure_names()}, type=str)
 
 
 def report_command(
-    out: Annotated[Optional[Path], typer.Option(help="Folder for the PNGs [default: workspace/reports/img]; the docs use docs/img")] = None,
-    run: Annotated[Optional[Path], typer.Option(help="Run directory whose native model makes the predictions [default: workspace/runs/torch-seed]")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Folder for the PNGs (default: workspace/reports/img); the docs use docs/img")] = None,
+    run: Annotated[Optional[Path], typer.Option(help="Run directory whose native model makes the predictions (default: workspace/runs/torch-seed)")] = None,
     model: Annotated[Optional[Path], typer.Option(help="Exported .onnx/.tflite to predict with instead, through the lean runtime")] = None,
-    bench: Annotated[Optional[Path], typer.Option(help="Benchmark report for the Pareto plot (mnistopt bench --json) [default: newest under workspace/reports/]")] = None,
-    figure: Annotated[Optional[List[Figure]], typer.Option(case_sensitive=False, help="Draw only this figure (repeatable) [default: all]")] = None,
+    bench: Annotated[Optional[Path], typer.Option(help="Benchmark report for the Pareto plot, from mnistopt bench --json (default: newest under workspace/reports/)")] = None,
+    figure: Annotated[Optional[List[Figure]], typer.Option(case_sensitive=False, help="Draw only this figure (repeatable) (default: all)")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print files written, skipped figures and their numbers as JSON")] = False,
 ) -> None:
     """Draw figures (PNG): sample digits, predictions, confusion matrix, errors, int8 weight error, Pareto."""
