@@ -143,7 +143,7 @@ def test_quantize_symmetric_per_channel_never_worse():
 def _bench_report(tmp_path, rows):
     """A benchmark report as `mnistopt bench --json` writes it, of (id, p50 µs, accuracy) rows."""
     from mnistopt.bench import report as B
-    from mnistopt.bench.stats import summarize
+    from mnistopt.targets.stats import summarize
 
     recs = [{"id": i, "kind": "artifact", "backend": "onnxruntime", "quant": i.split("-")[-1].split(".")[0],
              "accuracy": acc, "latency": {"1": summarize([us * 1000] * 5, 1)}, "file_bytes": 1000,

@@ -3,7 +3,7 @@
     matrix(paths=None, *, images=None, labels=None, progress=True) -> dict
 
 `paths` are what `mnistopt bench` takes (files, run directories, folders; default: the
-workspace) and are found the same way (`bench.core.discover`). Each model's logits come from a
+workspace) and are found the same way (`targets.discover`). Each model's logits come from a
 worker process (`logits.py`); each pair is measured with `parity.compare`. Two models must be
 numerically equal when both are fp32 and come from the same native model (the run's
 `native_sha256`, which an artifact's metadata records as `source.sha256`): the run's native
@@ -50,7 +50,7 @@ def _expected_equal(a: dict, b: dict) -> bool:
 def matrix(paths: list[Path] | None = None, *, images: np.ndarray | None = None,
            labels: np.ndarray | None = None, progress: bool = True) -> dict:
     """The agreement matrix of the models `paths` hold, on `images` (default: the test set)."""
-    from ..bench.core import discover
+    from ..targets.items import discover
     from ..workspace import workspace
     from .logits import logits_in_workers
 
