@@ -23,6 +23,7 @@ app = typer.Typer(
 
 def _register() -> None:
     from .bench.cli import bench_command
+    from .crosscheck.cli import parity_command
     from .pipeline import demo_command
     from .data_cli import data_command
     from .export.cli import export_command
@@ -37,6 +38,7 @@ def _register() -> None:
     app.command("demo")(demo_command)
     app.command("predict")(predict_command)
     app.command("report")(report_command)
+    app.command("parity")(parity_command)
 
     from .mcu.cli import mcu_app
 

@@ -272,13 +272,3 @@ def read_metadata(path: str | os.PathLike) -> dict | None:
 
         return read_embedded(path)
     return None
-
-
-def cross_check(a: str | os.PathLike, b: str | os.PathLike, images: np.ndarray,
-                labels: np.ndarray | None = None) -> dict:
-    """Compare two artifacts (e.g. ONNX int8 vs TFLite int8) on `images`: the parity numbers."""
-    from ..parity import compare
-    from ..runtime import load
-    from ..runtime.classifier import logits_in_batches
-
-    return compare(logits_in_batches(load(a), images), logits_in_batches(load(b), images), labels)
