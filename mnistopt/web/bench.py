@@ -42,8 +42,8 @@ def test_set(limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
 
 def measure(paths: list[Path], *, batch_sizes=(1,), warmup: int = 20, iters: int = 300,
             budget_s: float = 3.0, threads: int | None = None, progress: bool = True,
-            limit: int | None = None, quants: list | None = None, cache: Path | None = None
-            ) -> list[dict]:
+            limit: int | None = None, quants: list | None = None, cache: Path | None = None,
+            chromium: Path | None = None) -> list[dict]:
     """One result per path: {accuracy, n_images, samples_us: {batch: [...]}, threads,
     eval_seconds, browser: {...}, parity: {...}} or {error, error_type}."""
     from ..progress import progress_bar
@@ -55,7 +55,7 @@ def measure(paths: list[Path], *, batch_sizes=(1,), warmup: int = 20, iters: int
     quants = quants or [None] * len(paths)
     out = []
     with WebServer(list(paths), cache=cache, extra={"/data/x_test.bin": x.tobytes()}) as srv, \
-            browser() as b, progress_bar("bench (browser)", len(paths) * len(x), progress) as adv:
+            browser(chromium) as b, progress_bar("bench (browser)", len(paths) * len(x), progress) as adv:
         for i, path in enumerate(paths):
             adv(0, info=Path(path).name)
             opts = {"model": i, "threads": threads or 0, "warmup": warmup,
