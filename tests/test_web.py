@@ -19,22 +19,9 @@ import pytest
 
 from mnistopt.errors import ChecksumError, ConfigError
 from mnistopt.web import assets as A
+from web_support import fake_cache
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def fake_cache(root: Path) -> Path:
-    """A complete-looking asset cache whose files are stand-ins (the page is not run)."""
-    d = A.asset_dir(root)
-    d.mkdir(parents=True)
-    files = {}
-    for name in A.FILES.values():
-        data = f"// stand-in for {name}\n".encode()
-        (d / name).write_bytes(data)
-        files[name] = {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
-    (d / A.MANIFEST).write_text(json.dumps({"layout": A.LAYOUT, "version": A.VERSION,
-                                            "files": files}))
-    return root
 
 
 def tarball(members: dict[str, bytes], links: tuple[str, ...] = ()) -> bytes:
