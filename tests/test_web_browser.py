@@ -149,7 +149,7 @@ DIGITS = {
 @pytest.mark.parametrize("quant", ["int8", "fp32"])
 def test_drawn_digits_are_read_in_the_page(chromium, served, digit_models, quant, tmp_path):
     name = digit_models[quant].name
-    page = chromium.new_page(viewport={"width": 720, "height": 420})
+    page = chromium.new_page(viewport={"width": 720, "height": 470})
     errors = []
     page.on("pageerror", lambda e: errors.append(str(e)))
     page.goto(f"{served.url}?model={name}")
