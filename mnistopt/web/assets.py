@@ -68,12 +68,13 @@ def read_manifest(cache: Path | None = None) -> dict | None:
     return manifest if ok else None
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
+def _digest(path: Path, algo: str = "sha256"):
+    """The `hashlib` object of a file's bytes, read in 1 MiB blocks."""
+    h = hashlib.new(algo)
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
-    return h.hexdigest()
+    return h
 
 
 def verify(cache: Path | None = None) -> dict:
@@ -84,8 +85,9 @@ def verify(cache: Path | None = None) -> dict:
                             "'mnistopt web setup'")
     for name, rec in manifest["files"].items():
         path = asset_dir(cache) / name
-        if name not in FILES.values() or not path.is_file() \
-                or path.stat().st_size != rec.get("bytes") or _sha256(path) != rec.get("sha256"):
+        if name not in FILES.values() or not path.is_file() or \
+                path.stat().st_size != rec.get("bytes") or \
+                _digest(path).hexdigest() != rec.get("sha256"):
             raise ChecksumError(f"{path}: missing or changed since set-up (run 'mnistopt web "
                                 "setup --force')")
     return manifest
@@ -160,11 +162,7 @@ def fetch_tarball(work: Path) -> Path:
 def check_integrity(path: Path, integrity: str) -> None:
     """Subresource-integrity check (``sha512-<base64>``, npm's format) of a file."""
     algo, _, want = integrity.partition("-")
-    h = hashlib.new(algo)
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    got = base64.b64encode(h.digest()).decode()
+    got = base64.b64encode(_digest(path, algo).digest()).decode()
     if got != want:
         raise ChecksumError(f"{path.name}: {algo} {got[:16]}... differs from the registry's "
                             f"published {want[:16]}...; refusing to use it")

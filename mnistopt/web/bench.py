@@ -54,8 +54,9 @@ def measure(paths: list[Path], *, batch_sizes=(1,), warmup: int = 20, iters: int
     x, y = test_set(limit)
     quants = quants or [None] * len(paths)
     out = []
-    with WebServer(list(paths), cache=cache, extra={"/data/x_test.bin": x.tobytes()}) as srv, \
-            browser(chromium) as b, progress_bar("bench (browser)", len(paths) * len(x), progress) as adv:
+    blobs = {"/data/x_test.bin": x.tobytes()}
+    with WebServer(list(paths), cache=cache, extra=blobs) as srv, browser(chromium) as b, \
+            progress_bar("bench (browser)", len(paths) * len(x), progress) as adv:
         for i, path in enumerate(paths):
             adv(0, info=Path(path).name)
             opts = {"model": i, "threads": threads or 0, "warmup": warmup,

@@ -71,6 +71,9 @@ class BrowserTarget(Target):
     def failures(self, records: list[dict]) -> list[str]:
         """Models that did not run, and those whose page logits disagree with onnxruntime's."""
         out = super().failures(records)
-        out += [f"{r['id']}: browser parity outside its bounds: {'; '.join(r['parity']['failures'])}"
-                for r in records if not r.get("error") and (r.get("parity") or {}).get("passed") is False]
+        for r in records:
+            par = r.get("parity") or {}
+            if not r.get("error") and par.get("passed") is False:
+                out.append(f"{r['id']}: browser parity outside its bounds: "
+                           f"{'; '.join(par.get('failures') or [])}")
         return out

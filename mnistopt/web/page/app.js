@@ -107,7 +107,8 @@ async function classify() {
     const best = probs.indexOf(Math.max(...probs));
     drawTop3(probs, model.info.labels);
     show({ state: 'ready', text: model.info.labels[best] });
-    $('timing').textContent = `inference ${ms.toFixed(2)} ms (session.run) · preprocessing ${prepMs.toFixed(1)} ms`;
+    $('timing').textContent =
+      `inference ${ms.toFixed(2)} ms (session.run) · preprocessing ${prepMs.toFixed(1)} ms`;
   } catch (e) {
     show({ state: 'error', text: '!' });
     $('timing').textContent = `error: ${e.message}`;
@@ -125,9 +126,11 @@ async function useModel(index) {
   model = await Classifier.open(info);
   const threads = ort.env.wasm.numThreads;  // resolved by onnxruntime-web once it has started
   const kb = (info.bytes / 1024).toFixed(1);
-  $('status').textContent = `${info.name} (${info.quant}, ${kb} kB) · onnxruntime-web ${settings.ort_version} · `
-    + `WASM SIMD · ${threads} thread${threads === 1 ? '' : 's'} · `
-    + `${env.crossOriginIsolated ? 'cross-origin isolated' : 'not isolated: 1 thread'} · loaded in ${model.loadMs.toFixed(0)} ms`;
+  const isolation = env.crossOriginIsolated ? 'cross-origin isolated' : 'not isolated: 1 thread';
+  $('status').textContent = [
+    `${info.name} (${info.quant}, ${kb} kB)`, `onnxruntime-web ${settings.ort_version}`,
+    `WASM SIMD`, `${threads} thread${threads === 1 ? '' : 's'}`, isolation,
+    `loaded in ${model.loadMs.toFixed(0)} ms`].join(' · ');
   document.body.dataset.model = info.name;
   if (inked) await classify(); else show({ state: 'empty', text: '…' });
 }

@@ -112,7 +112,8 @@ function coeffs(inSize, outSize, [filter, support0]) {
     }
     for (let x = 0; x < xmax; x++) {
       const k = ww !== 0 ? kk[xx * ksize + x] / ww : kk[xx * ksize + x];
-      kk[xx * ksize + x] = Math.trunc(k < 0 ? -0.5 + k * (1 << PRECISION_BITS) : 0.5 + k * (1 << PRECISION_BITS));
+      const fixed = k * (1 << PRECISION_BITS);
+      kk[xx * ksize + x] = Math.trunc(k < 0 ? fixed - 0.5 : fixed + 0.5);
     }
     bounds[xx * 2] = xmin;
     bounds[xx * 2 + 1] = xmax;
@@ -128,7 +129,8 @@ function resample1d(src, count, inStride, itemStride, outN, c, dst, outStride, o
     for (let xx = 0; xx < outN; xx++) {
       const xmin = c.bounds[xx * 2], xmax = c.bounds[xx * 2 + 1];
       let ss = 1 << (PRECISION_BITS - 1);
-      for (let x = 0; x < xmax; x++) ss += src[i * itemStride + (x + xmin) * inStride] * c.kk[xx * c.ksize + x];
+      for (let x = 0; x < xmax; x++)
+        ss += src[i * itemStride + (x + xmin) * inStride] * c.kk[xx * c.ksize + x];
       dst[i * outItemStride + xx * outStride] = clip8(ss);
     }
 }
@@ -242,7 +244,8 @@ function thicken(g) {
   let a = toFloat(im, 1);
   const max = a.data.reduce((m, v) => Math.max(m, v), 0);
   if (max > 0) a = img(a.w, a.h, a.data.map((v) => f32(v / max)));
-  const t = f32(0.3), { w, h } = a, on = (x, y) => x >= 0 && y >= 0 && x < w && y < h && a.data[y * w + x] > t;
+  const t = f32(0.3), { w, h } = a;
+  const on = (x, y) => x >= 0 && y >= 0 && x < w && y < h && a.data[y * w + x] > t;
   let area = 0, inner = 0;
   for (let y = 0; y < h; y++)
     for (let x = 0; x < w; x++)
@@ -256,10 +259,7 @@ function thicken(g) {
   const pad = (k >> 1) + 1, pw = w + 2 * pad, ph = h + 2 * pad, padded = new Float32Array(pw * ph);
   for (let y = 0; y < h; y++) padded.set(a.data.subarray(y * w, (y + 1) * w), (y + pad) * pw + pad);
   const grown = toFloat(rankFilter(toBytes(img(pw, ph, padded)), k, Math.max), 255);
-  let r0 = -1, r1 = -1, c0 = -1, c1 = -1;  // rows / columns whose max exceeds 0.3
-  for (let y = 0; y < ph; y++) for (let x = 0; x < pw; x++) if (grown.data[y * pw + x] > t) { if (r0 < 0) r0 = y; r1 = y; }
-  for (let x = 0; x < pw; x++) for (let y = 0; y < ph; y++) if (grown.data[y * pw + x] > t) { if (c0 < 0) c0 = x; c1 = x; }
-  return crop(grown, r0, r1, c0, c1);
+  return crop(grown, ...bboxRowsCols(grown, (v) => v > t));  // rows / columns whose max > 0.3
 }
 
 function fitAndCentre(g) {
@@ -274,7 +274,9 @@ function fitAndCentre(g) {
   const total = pairwiseSum(small, 0, small.length, 1);
   const colSums = new Float32Array(nw);  // axis-0 sums: numpy adds row after row
   if (nw === 1) colSums[0] = pairwiseSum(small, 0, nh, 1);
-  else for (let y = 0; y < nh; y++) for (let x = 0; x < nw; x++) colSums[x] = f32(colSums[x] + small[y * nw + x]);
+  else
+    for (let y = 0; y < nh; y++)
+      for (let x = 0; x < nw; x++) colSums[x] = f32(colSums[x] + small[y * nw + x]);
   let sy = 0, sx = 0;
   for (let y = 0; y < nh; y++) sy += pairwiseSum(small, y * nw, nw, 1) * y;
   for (let x = 0; x < nw; x++) sx += colSums[x] * x;
