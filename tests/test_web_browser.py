@@ -22,7 +22,7 @@ from web_support import fake_cache, from_mnist, photo_set
 DOCS_IMG = Path(__file__).resolve().parents[1] / "docs" / "img" / "web.png"
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture  # per test: the bench target starts Playwright itself, one at a time per thread
 def chromium():
     pytest.importorskip("playwright.sync_api",
                         reason="needs the 'web' extra (Playwright): pip install 'mnistopt[web]'")
@@ -149,7 +149,7 @@ DIGITS = {
 @pytest.mark.parametrize("quant", ["int8", "fp32"])
 def test_drawn_digits_are_read_in_the_page(chromium, served, digit_models, quant, tmp_path):
     name = digit_models[quant].name
-    page = chromium.new_page(viewport={"width": 720, "height": 470})
+    page = chromium.new_page(viewport={"width": 720, "height": 500})
     errors = []
     page.on("pageerror", lambda e: errors.append(str(e)))
     page.goto(f"{served.url}?model={name}")

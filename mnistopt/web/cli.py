@@ -45,7 +45,7 @@ def workspace_models() -> list[Path]:
 
 
 def web_command(
-    models: Annotated[Optional[List[Path]], typer.Argument(help="ONNX files to serve (the page lists them; the first is shown) [default: the workspace's, best first], or 'setup' to fetch onnxruntime-web only", show_default=False)] = None,
+    models: Annotated[Optional[List[Path]], typer.Argument(help="ONNX files to serve (the page lists them and shows the first; default: the workspace's, best first), or 'setup' to fetch onnxruntime-web only", show_default=False)] = None,
     host: Annotated[str, typer.Option(help="Address to listen on (keep 127.0.0.1 unless the page must be reached from elsewhere)")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port (0 = any free one)")] = DEFAULT_PORT,
     open_browser: Annotated[bool, typer.Option("--open", help="Open the page in the default browser")] = False,
