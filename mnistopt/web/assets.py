@@ -68,15 +68,6 @@ def read_manifest(cache: Path | None = None) -> dict | None:
     return manifest if ok else None
 
 
-def _digest(path: Path, algo: str = "sha256"):
-    """The `hashlib` object of a file's bytes, read in 1 MiB blocks."""
-    h = hashlib.new(algo)
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h
-
-
 def verify(cache: Path | None = None) -> dict:
     """The manifest, after checking every file against its recorded sha256 and size."""
     manifest = read_manifest(cache)
@@ -87,7 +78,7 @@ def verify(cache: Path | None = None) -> dict:
         path = asset_dir(cache) / name
         if name not in FILES.values() or not path.is_file() or \
                 path.stat().st_size != rec.get("bytes") or \
-                _digest(path).hexdigest() != rec.get("sha256"):
+                hashlib.sha256(path.read_bytes()).hexdigest() != rec.get("sha256"):
             raise ChecksumError(f"{path}: missing or changed since set-up (run 'mnistopt web "
                                 "setup --force')")
     return manifest
@@ -160,9 +151,10 @@ def fetch_tarball(work: Path) -> Path:
 
 
 def check_integrity(path: Path, integrity: str) -> None:
-    """Subresource-integrity check (``sha512-<base64>``, npm's format) of a file."""
+    """Subresource-integrity check (``sha512-<base64>``, npm's format) of a file (the tarball
+    is bounded: `fetch_tarball` stops at twice the pinned size)."""
     algo, _, want = integrity.partition("-")
-    got = base64.b64encode(_digest(path, algo).digest()).decode()
+    got = base64.b64encode(hashlib.new(algo, path.read_bytes()).digest()).decode()
     if got != want:
         raise ChecksumError(f"{path.name}: {algo} {got[:16]}... differs from the registry's "
                             f"published {want[:16]}...; refusing to use it")
