@@ -48,6 +48,10 @@ def _register() -> None:
 
     app.add_typer(arm_app, name="arm")
 
+    from .web.cli import web_command
+
+    app.command("web")(web_command)
+
 
 _register()
 
