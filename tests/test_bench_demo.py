@@ -6,7 +6,7 @@ import functools
 
 import pytest
 
-from mnistopt.bench import demo as D
+from mnistopt import pipeline as D
 from mnistopt.train import TrainConfig
 
 
