@@ -16,6 +16,7 @@ from mnistopt.errors import ConfigError, DeviceError
 from mnistopt.targets import (RECORD_KEYS, TARGETS, UNSUPPORTED, Item, NoOptions, Settings,
                               Target, get_target, make_record, names, register, target_class,
                               unregister, unsupported)
+from web_support import exercise_browser
 
 PACKAGE = Path(importlib.import_module("mnistopt").__file__).parent
 
@@ -104,7 +105,7 @@ def exercise_mcu(name, tmp_path, monkeypatch):
 
 
 EXERCISE = {"cpu": exercise_local, "gpu": exercise_local, "arm": exercise_arm,
-            "mcu": exercise_mcu}
+            "mcu": exercise_mcu, "browser": exercise_browser}
 
 
 @pytest.mark.parametrize("name", names())
@@ -117,7 +118,8 @@ def test_every_registered_target_runs_items(name, tmp_path, monkeypatch):
     recs = EXERCISE[name](name, tmp_path, monkeypatch)
     assert [r["id"] for r in recs] == [it.id for it in its]
     for r in recs:
-        assert r["device"] == name and set(r) <= set(RECORD_KEYS) | {"arm", "parity", "mcu"}
+        own = {"arm", "parity", "mcu", "browser"}  # each target's own entries
+        assert r["device"] == name and set(r) <= set(RECORD_KEYS) | own
         assert r["latency_source"] in ("native", "remote", "emulated")
         assert r.get("error") or r["accuracy"] is not None
     # What counts as failed is the target's to say, and a model it does not run is not one.

@@ -16,6 +16,7 @@ TARGETS: dict[str, str | type] = {
     "gpu": "mnistopt.targets.local:GpuTarget",
     "arm": "mnistopt.arm.target:ArmTarget",
     "mcu": "mnistopt.mcu.target:McuTarget",
+    "browser": "mnistopt.web.target:BrowserTarget",
 }
 
 
