@@ -149,19 +149,27 @@ def read_idx_bytes(blob: bytes, name: str) -> np.ndarray:
 # --------------------------------------------------------------------------------------------
 # .npz: a zip of .npy members, each read only after its header has been checked.
 
-_NPZ_KINDS = "biuU"  # booleans, integers and strings: MNIST arrays and our cache's digest
+_NPZ_KINDS = "biufU"  # booleans, numbers and strings: MNIST arrays, weights, the cache's digest
+MAX_MEMBERS = 4096
 
 
-def read_npz(path: Path, keys, name: str | None = None) -> dict[str, np.ndarray]:
-    """The arrays `keys` of an .npz, each checked before its bytes are read: a plain dtype (no
-    objects, no fields), at most `max_images()` x 28 x 28 elements, a header that agrees with
-    the member's size, and stored or deflated (bzip2 and lzma members can hide huge ratios)."""
+def read_npz(path: Path, keys=None, name: str | None = None, *,
+             max_elements: int | None = None) -> dict[str, np.ndarray]:
+    """The arrays `keys` (default: all) of an .npz, each checked before its bytes are read: a
+    plain dtype (no objects, no fields), at most `max_elements` elements (default: the image
+    limit x 28 x 28), a header that agrees with the member's size, and stored or deflated
+    (bzip2 and lzma members can hide huge ratios)."""
     name = name or str(path)
     try:
         zf = zipfile.ZipFile(path)
     except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError) as exc:
         raise DataError(f"{name}: not a readable .npz file ({exc})") from None
     with zf:
+        if keys is None:
+            names = zf.namelist()
+            if len(names) > MAX_MEMBERS or not all(n.endswith(".npy") for n in names):
+                raise DataError(f"{name}: not an .npz of at most {MAX_MEMBERS} arrays")
+            keys = [n.removesuffix(".npy") for n in names]
         out = {}
         for key in keys:
             try:
@@ -169,20 +177,22 @@ def read_npz(path: Path, keys, name: str | None = None) -> dict[str, np.ndarray]
             except KeyError:
                 have = ", ".join(n.removesuffix(".npy") for n in zf.namelist()[:8]) or "nothing"
                 raise DataError(f"{name}: no array '{key}' (it holds {have})") from None
-            out[key] = _read_member(zf, info, f"{name}:{key}")
+            out[key] = _read_member(zf, info, f"{name}:{key}", max_elements)
     return out
 
 
-def _read_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, name: str) -> np.ndarray:
+def _read_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, name: str,
+                 max_elements: int | None) -> np.ndarray:
     from numpy.lib import format as npy
 
     if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
         raise DataError(f"{name}: compressed with method {info.compress_type}; "
                         "an .npz is stored or deflated")
-    limit = max_images() * PIXELS
+    limit = max_elements or max_images() * PIXELS
     if info.file_size > limit * 8 + 4096:
-        raise DataError(f"{name}: {info.file_size:,} bytes, more than {max_images():,} images "
-                        f"could need; if the file is genuine, raise {MAX_IMAGES_ENV}")
+        raise DataError(f"{name}: {info.file_size:,} bytes, more than {limit:,} elements need"
+                        + ("" if max_elements else
+                           f"; if the file is genuine, raise {MAX_IMAGES_ENV}"))
     try:
         with zf.open(info) as f:
             version = npy.read_magic(f)
@@ -193,6 +203,8 @@ def _read_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, name: str) -> np.nd
             if dtype.kind not in _NPZ_KINDS or dtype.fields or dtype.subdtype or dtype.itemsize > 1024:
                 raise DataError(f"{name}: dtype {dtype} is not a plain number or string array")
             count = int(np.prod(shape, dtype=object))
+            if count > limit and max_elements:
+                raise DataError(f"{name}: {count:,} elements, more than the {limit:,} allowed")
             if count > limit:
                 raise _too_many(name, f"holds {count:,} elements, room for more than",
                                 count // PIXELS)

@@ -15,7 +15,7 @@ import numpy as np
 
 from ..artifact import sidecar_path
 from ..errors import ConfigError, ValidationError
-from ..fsutil import atomic_path, write_json
+from ..fsutil import atomic_path, check_output, write_json
 from .registry import FORMATS, MODES, QUANT_TAGS, choose, format_module, get_exporter
 
 SCHEMA = "mnistopt.artifact/1"
@@ -111,6 +111,9 @@ def export(run, format: str | Sequence[str] = "onnx", quantize: str | Sequence[s
         raise ConfigError(f"--calib-samples must be at least 1 for int8, got {calib_samples}")
     many = len(fmts) * len(modes) > 1
     targets = {(f, m): _target(run, f, m, out, many) for f in fmts for m in modes}
+    for target in targets.values():  # a bad location fails now, not after the conversion
+        check_output(target, "--out" if out is not None else "output")
+        check_output(sidecar_path(target), "--out" if out is not None else "output")
     impls = [(fmt, exp, exp.impl()) for fmt, exp in jobs]  # missing extras fail before any work
     _load_native(run)
 

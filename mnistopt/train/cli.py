@@ -42,13 +42,14 @@ def train_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print metrics as JSON")] = False,
 ) -> None:
     """Train a CNN on MNIST in PyTorch, Keras or TensorFlow; write a run directory."""
-    from . import TrainConfig, train
+    from . import TrainConfig, check_run_dir, default_run_dir, train
 
     cfg = TrainConfig(framework=framework.lower(), arch=arch, epochs=epochs, batch_size=batch_size,
                       lr=lr, seed=seed, device=device.lower(), augment=augment,
                       target_acc=target_acc, schedule=schedule.lower(), weight_decay=weight_decay,
                       label_smoothing=label_smoothing, limit=limit, val_split=val_split)
     cfg.validate()  # bad arguments fail before any data or framework is loaded
+    out = check_run_dir(out or default_run_dir(cfg))
     dataset = None
     if data is not None:
         from . import data_from_path
