@@ -22,6 +22,7 @@ app = typer.Typer(
 
 
 def _register() -> None:
+    from .arch_cli import arch_command
     from .bench.cli import bench_command
     from .bench.demo import demo_command
     from .data_cli import data_command
@@ -37,6 +38,7 @@ def _register() -> None:
     app.command("demo")(demo_command)
     app.command("predict")(predict_command)
     app.command("report")(report_command)
+    app.command("arch")(arch_command)
 
     from .mcu.cli import mcu_app
 
