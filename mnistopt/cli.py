@@ -29,6 +29,7 @@ def _register() -> None:
     from .export.cli import export_command
     from .report.cli import report_command
     from .runtime.cli import predict_command
+    from .search.cli import search_command
     from .train.cli import train_command
 
     app.command("data")(data_command)
@@ -39,6 +40,7 @@ def _register() -> None:
     app.command("predict")(predict_command)
     app.command("report")(report_command)
     app.command("arch")(arch_command)
+    app.command("search")(search_command)
 
     from .mcu.cli import mcu_app
 

@@ -28,7 +28,7 @@ class Device(str, Enum):
 
 def train_command(
     framework: Annotated[Framework, typer.Option(case_sensitive=False)] = Framework.torch,
-    arch: Annotated[str, typer.Option(help="A registered arch (mnistopt arch) or an arch .json file")] = "seed",
+    arch: Annotated[str, typer.Option(help="seed | lenet5 | edge | wide")] = "seed",
     epochs: Annotated[int, typer.Option()] = 1,
     batch_size: Annotated[int, typer.Option()] = 64,
     lr: Annotated[float, typer.Option(help="Peak learning rate (Adam)")] = 1e-3,
