@@ -32,6 +32,7 @@ def search_command(
     storage: Annotated[Optional[str], typer.Option(help="Optuna storage URL, e.g. postgresql://USER:PW@HOST/DB [default: sqlite file in OUT]")] = None,
     study: Annotated[Optional[str], typer.Option(help="Study name [default: from target and budgets]")] = None,
     out: Annotated[Optional[Path], typer.Option(help="Trials, front and final model [default: workspace/search/STUDY]")] = None,
+    heartbeat: Annotated[int, typer.Option(help="Seconds between a running trial's heartbeats; a killed worker's trial is retried after twice that")] = 60,
     cost: Annotated[Optional[str], typer.Option(help="The cost objective [default: the first budget, else the target's first figure]")] = None,
     framework: Annotated[str, typer.Option(help="torch | keras | tf")] = "tf",
     format: Annotated[str, typer.Option(help="onnx | tflite")] = "tflite",
@@ -62,7 +63,7 @@ def search_command(
         timeout=parse_duration(timeout), framework=framework.lower(), format=format.lower(),
         epochs=epochs, batch_size=batch_size, augment=augment, label_smoothing=label_smoothing,
         train_images=train_images or None, val_images=val_images, seed=seed, data=data, workers=workers,
-        storage=storage, study=study, out=out, seeds=seeds, seed_archs=seed_arch or [],
+        storage=storage, study=study, out=out, heartbeat=heartbeat, seeds=seeds, seed_archs=seed_arch or [],
         progress=not quiet)
     if not quiet:
         typer.echo(f"search {cfg.study}: target {cfg.target}, budgets {cfg.describe_budgets()}, "

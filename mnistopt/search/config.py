@@ -80,7 +80,9 @@ class SearchConfig:
         """The settings two processes of one study must share (stored with the study)."""
         keys = ("budgets", "max_params", "cost", "framework", "format", "epochs", "batch_size",
                 "augment", "label_smoothing", "train_images", "val_images", "seed", "data")
-        return {"target": str(self.target), **{k: v for k, v in asdict(self).items() if k in keys}}
+        d = {k: v for k, v in asdict(self).items() if k in keys}
+        d["data"] = str(Path(self.data).resolve()) if self.data else None
+        return {"target": str(self.target), **d}
 
     def describe_budgets(self) -> str:
         parts = [f"{k} <= {show(k, v)}" for k, v in self.budgets.items()]

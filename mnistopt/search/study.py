@@ -41,12 +41,36 @@ def storage(cfg: SearchConfig):
     # SQLite serialises writers: wait for the lock rather than fail when workers collide.
     engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
     try:
-        return optuna.storages.RDBStorage(
+        st = optuna.storages.RDBStorage(
             url, engine_kwargs=engine, heartbeat_interval=cfg.heartbeat, grace_period=2 * cfg.heartbeat,
             heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=2))
     except Exception as exc:  # bad URL, server down, missing driver: the user's to fix
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ConfigError(f"--storage {_redact(url)}: cannot open ({first})") from None
+    if url.startswith("sqlite"):
+        _immediate_transactions(st.engine)
+    return st
+
+
+def _immediate_transactions(engine) -> None:
+    """Make every SQLite transaction take the write lock when it begins.
+
+    Optuna claims a queued trial by reading it as WAITING and writing RUNNING in one
+    transaction, with SELECT ... FOR UPDATE; SQLite ignores FOR UPDATE and starts transactions
+    deferred, so two workers could both claim the same trial (seen: "Cannot tell a COMPLETE
+    trial"). BEGIN IMMEDIATE serialises the claim as PostgreSQL's row lock does.
+    """
+    from sqlalchemy import event
+
+    @event.listens_for(engine, "connect")
+    def _no_driver_begin(dbapi_connection, record):
+        dbapi_connection.isolation_level = None  # pysqlite must not emit its own BEGIN
+
+    @event.listens_for(engine, "begin")
+    def _begin(conn):
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+    engine.dispose()  # pooled connections were made before the hooks
 
 
 def _redact(url: str) -> str:
@@ -59,7 +83,7 @@ def _redact(url: str) -> str:
 
 
 def open_study(cfg: SearchConfig, worker: int = 0):
-    """The study, created (with its seeds enqueued) or loaded and checked to be the same search."""
+    """The study, created or loaded and checked to be the same search."""
     optuna = _optuna()
     sampler = optuna.samplers.TPESampler(
         n_startup_trials=8, multivariate=True, group=True, constant_liar=True,
@@ -70,7 +94,6 @@ def open_study(cfg: SearchConfig, worker: int = 0):
     stored = study.user_attrs.get(STUDY_KEY)
     if stored is None:
         study.set_user_attr(STUDY_KEY, mine)
-        _enqueue_seeds(study, cfg)
     elif stored != mine:
         diff = sorted(k for k in set(stored) | set(mine) if stored.get(k) != mine.get(k))
         raise ConfigError(f"study '{cfg.study}' in {_redact(cfg.storage)} was made with other settings "
@@ -79,16 +102,28 @@ def open_study(cfg: SearchConfig, worker: int = 0):
     return study
 
 
-def _enqueue_seeds(study, cfg: SearchConfig) -> None:
+def seed_queue(cfg: SearchConfig) -> list[tuple[str, dict, dict]]:
+    """(name, params, user_attrs) of each seed: the user's arch files, then `space.SEEDS`."""
     from .. import archspec
     from .space import SEEDS
 
-    for path in cfg.seed_archs:
-        arch = archspec.load_file(path)
-        study.enqueue_trial({}, user_attrs={"seed": str(path), "arch_spec": archspec.to_dict(arch)})
-    if cfg.seeds:
-        for name, params in SEEDS.items():
-            study.enqueue_trial(params, user_attrs={"seed": name})
+    out = [(str(p), {}, {"seed": str(p), "arch_spec": archspec.to_dict(archspec.load_file(p))})
+           for p in cfg.seed_archs]
+    return out + ([(name, params, {"seed": name}) for name, params in SEEDS.items()] if cfg.seeds else [])
+
+
+def enqueue_next_seed(study, cfg: SearchConfig, worker: int) -> None:
+    """Put the next untried seed in the queue, one at a time and only when the queue is empty,
+    so that the retry of a killed trial (queued when it goes stale) runs before new ones.
+    Local workers take turns (seed i is worker i % N's), so no seed is queued twice."""
+    trials = study.get_trials(deepcopy=False)
+    if any(t.state.name == "WAITING" for t in trials):
+        return
+    tried = {t.user_attrs.get("seed") for t in trials}
+    for i, (name, params, attrs) in enumerate(seed_queue(cfg)):
+        if i % cfg.workers == worker % cfg.workers and name not in tried:
+            study.enqueue_trial(params, user_attrs=attrs)
+            return
 
 
 def counts(study) -> tuple[int, int]:
@@ -122,6 +157,7 @@ def work(cfg: SearchConfig, worker: int = 0, after_trial=None) -> None:
         if done + running >= cfg.trials:  # others hold the last trials (or a killed run's, till stale)
             time.sleep(min(5, cfg.heartbeat))
             continue
+        enqueue_next_seed(study, cfg, worker)
         callbacks = [lambda s, t: after_trial(s, t)] if after_trial else []
         study.optimize(objective, n_trials=1, catch=(MnistoptError,), callbacks=callbacks)
 
