@@ -37,7 +37,7 @@ def _free_port() -> int:
 @pytest.fixture
 def postgres():
     """A PostgreSQL URL on a server started for this test, stopped and deleted after it."""
-    pytest.importorskip("psycopg2", reason="PostgreSQL storage needs psycopg2 (the search extra)")
+    pytest.importorskip("psycopg", reason="PostgreSQL storage needs psycopg 3 (the search extra)")
     initdb, pg_ctl, psql = (_pg_bin(n) for n in ("initdb", "pg_ctl", "psql"))
     if not (initdb and pg_ctl and psql):
         pytest.skip("PostgreSQL server binaries (initdb, pg_ctl) not installed: apt-get install postgresql")

@@ -79,7 +79,8 @@ def _redact(url: str) -> str:
     if not sep or "://" not in head:
         return url
     scheme, _, cred = head.partition("://")
-    return f"{scheme}://{cred.split(':')[0]}:***@{tail}"
+    user, colon, _ = cred.partition(":")
+    return f"{scheme}://{user}{':***' if colon else ''}@{tail}"
 
 
 def open_study(cfg: SearchConfig, worker: int = 0):
@@ -159,7 +160,32 @@ def work(cfg: SearchConfig, worker: int = 0, after_trial=None) -> None:
             continue
         enqueue_next_seed(study, cfg, worker)
         callbacks = [lambda s, t: after_trial(s, t)] if after_trial else []
-        study.optimize(objective, n_trials=1, catch=(MnistoptError,), callbacks=callbacks)
+        try:
+            # Any error inside a trial fails that trial (its reason is kept), not the search.
+            study.optimize(objective, n_trials=1, catch=(Exception,), callbacks=callbacks)
+        except KeyboardInterrupt:
+            _requeue_interrupted(study, optuna, objective.running)
+            raise
+        finally:
+            _release_graphs()
+
+
+def _requeue_interrupted(study, optuna, number: int | None) -> None:
+    """Ctrl-C fails the running trial; queue it again so a resumed search runs it first, as
+    it would a killed worker's (the same retry, counted once)."""
+    if number is not None:
+        t = study.get_trials(deepcopy=False)[number]
+        if t.state.name == "FAIL":
+            optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=2)(study, t)
+
+
+def _release_graphs() -> None:
+    """Free the finished trial's model: a worker builds many, and TensorFlow keeps graphs."""
+    import gc
+
+    if "keras" in sys.modules:
+        sys.modules["keras"].backend.clear_session()
+    gc.collect()
 
 
 def load_data(cfg: SearchConfig):

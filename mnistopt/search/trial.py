@@ -91,7 +91,25 @@ class Objective:
         self.train_part = MNIST(mnist.x_train[:cut], mnist.y_train[:cut], *self.val, source=src,
                                 path=mnist.path, sha256="")
 
+    running: int | None = None  # the trial in progress (what Ctrl-C interrupts)
+
     def __call__(self, trial) -> tuple[float, float]:
+        import optuna
+
+        self.running = trial.number  # left set by a KeyboardInterrupt, for the requeue
+        try:
+            result = self._run(trial)
+        except optuna.TrialPruned:
+            self.running = None
+            raise
+        except Exception as exc:  # the trial fails; the search goes on and reports why
+            self.running = None
+            trial.set_user_attr("error", f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+            raise
+        self.running = None
+        return result
+
+    def _run(self, trial) -> tuple[float, float]:
         import optuna
 
         cfg, t0 = self.cfg, time.time()
@@ -223,6 +241,7 @@ def trial_summary(t) -> dict:
             "params": u.get("params"), "macs": u.get("macs"), "figures": u.get("figures", {}),
             "int8_val_accuracy": u.get("int8_val_accuracy"), "fp32_val_accuracy": u.get("fp32_val_accuracy"),
             "summary": (u.get("arch_spec") or {}).get("summary"), "pruned": u.get("pruned"),
+            "error": u.get("error"),
             "artifact": u.get("artifact"), "seconds": u.get("seconds"),
             "feasible": all(v <= 0 for v in t.constraints.values())}
 
