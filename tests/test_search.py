@@ -99,14 +99,15 @@ def fake(number, curve, params=5000, macs=10 ** 6):
 
 
 def test_pruner():
-    p = Pruner(startup=2, margin=0.002, gap=0.02, floor=0.5)
-    done = [fake(0, [0.95, 0.97], params=4000, macs=5 * 10 ** 5), fake(1, [0.90, 0.96], params=9000)]
-    assert "not learning" in p.reason(5, 1, 0.3, 1, 1, [])
-    assert p.reason(5, 1, 0.80, 1, 1, done[:1]) is None  # fewer than `startup` finished
-    assert "trial 0 was 95.00%" in p.reason(5, 1, 0.94, 5000, 10 ** 6, done)  # dominated
-    assert p.reason(5, 1, 0.94, 3000, 10 ** 6, done) is None  # smaller than trial 0: may be Pareto
-    assert "below the best" in p.reason(5, 2, 0.94, 3000, 10 ** 6, done)
-    assert p.reason(5, 3, 0.5, 1, 1, done) is None  # nobody reached epoch 3 yet
+    p = Pruner(startup=2, warmup=2, margin=0.002, gap=0.02, floor=0.2)
+    done = [fake(0, [0.5, 0.95, 0.97], params=4000, macs=5 * 10 ** 5), fake(1, [0.6, 0.90, 0.96], params=9000)]
+    assert "not learning" in p.reason(5, 1, 0.15, 1, 1, [])
+    assert p.reason(5, 1, 0.30, 5000, 10 ** 6, done) is None  # still warming up
+    assert p.reason(5, 2, 0.80, 1, 1, done[:1]) is None  # fewer than `startup` finished
+    assert "trial 0 was 95.00%" in p.reason(5, 2, 0.94, 5000, 10 ** 6, done)  # dominated
+    assert p.reason(5, 2, 0.94, 3000, 10 ** 6, done) is None  # smaller than trial 0: may be Pareto
+    assert "below the best" in p.reason(5, 3, 0.94, 3000, 10 ** 6, done)
+    assert p.reason(5, 4, 0.5, 1, 1, done) is None  # nobody reached epoch 4 yet
 
 
 def test_resuming_with_other_settings_is_refused(tmp_path):

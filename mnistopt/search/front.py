@@ -92,14 +92,19 @@ def write_report(study, cfg: SearchConfig) -> dict:
 
     rows = front(study)
     trials = study.get_trials(deepcopy=False)
+    static = sum(1 for t in trials if t.user_attrs.get("static"))
     states = {s: sum(1 for t in trials if t.state.name == s) for s in ("COMPLETE", "PRUNED", "FAIL", "RUNNING")}
+    states["PRUNED"] -= static
+    states["REJECTED"] = static  # before training: impossible shape, over --max-params
     archs = []
     for t in rows:
         a = archspec.from_dict(t.user_attrs["arch_spec"], f"trial {t.number}")
         archs.append(str(archspec.write(a, cfg.out / "front" / f"{a.name}.json")))
     md = (f"# mnistopt search `{cfg.study}`\n\ntarget {cfg.target}, budgets {cfg.describe_budgets()}, "
           f"cost {cfg.cost}; {counts(study)[0]} trials finished ({states['COMPLETE']} complete, "
-          f"{states['PRUNED']} pruned, {states['FAIL']} failed).\n\n{NOTE.format(val=cfg.val_images)}\n\n"
+          f"{states['PRUNED']} pruned while training, {states['FAIL']} failed), {static} more "
+          "rejected before training (impossible shape, over a budget).\n\n"
+          f"{NOTE.format(val=cfg.val_images)}\n\n"
           + (table(rows, cfg) if rows else "No trial within budget yet.") + "\n")
     write_text(cfg.out / "front.md", md)
     png = plot(study, cfg, cfg.out / "front.png") if trials else None

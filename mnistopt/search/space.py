@@ -89,6 +89,12 @@ SEEDS = {
                        "stages": 2, "s1_down": "max", "s1_type": "conv", "s1_ch": 16, "s1_blocks": 2,
                        "s1_k": 3, "s2_down": "max", "s2_type": "sep", "s2_ch": 32, "s2_blocks": 2,
                        "s2_k": 3, "head": "gap", "dropout": 0.0, "lr": 0.006},
+    # MCU, full convs only: fewer tensors than separable blocks, so less flash per parameter
+    # (~6.1k params; ~11 KB arena, 26x26x8 next to 13x13x8 at most).
+    "conv8-16-16": {"stem_ch": 8, "stem_k": 3, "stem_pad": "valid", "pad": "same", "bn": True,
+                    "stages": 2, "s1_down": "max", "s1_type": "conv", "s1_ch": 16, "s1_blocks": 2,
+                    "s1_k": 3, "s2_down": "max", "s2_type": "conv", "s2_ch": 16, "s2_blocks": 1,
+                    "s2_k": 3, "head": "gap", "dropout": 0.0, "lr": 0.006},
     # The classic small-MNIST shape: two full 3x3 convs before the pool, three after; ~6.4k
     # params, the most MACs: the accuracy reference.
     "conv10-16": {"stem_ch": 10, "stem_k": 3, "stem_pad": "valid", "pad": "valid", "bn": True,

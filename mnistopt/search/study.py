@@ -268,7 +268,7 @@ def status(study, cfg: SearchConfig, t0: float) -> str:
     from .budget import show
 
     trials = study.get_trials(deepcopy=False)
-    pruned = sum(1 for t in trials if t.state.name == "PRUNED")
+    pruned = sum(1 for t in trials if t.state.name == "PRUNED" and not t.user_attrs.get("static"))
     ok = [t for t in trials if t.state.name == "COMPLETE" and all(v <= 0 for v in t.constraints.values())]
     best = max(ok, key=lambda t: t.values[0], default=None)
     text = f"{pruned} pruned, " + (f"best {best.values[0]:.2%} at {show(cfg.cost, best.values[1])}"

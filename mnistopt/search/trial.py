@@ -32,24 +32,26 @@ FINISHED = ("COMPLETE", "PRUNED")
 class Pruner:
     """Stop a trial whose validation accuracy at some epoch is already out of the race.
 
-    After `startup` finished trials, a trial is pruned at epoch e when
+    From epoch `warmup` on (the first epochs of a one-cycle schedule still warm up and say
+    little) and after `startup` finished trials, a trial is pruned at epoch e when
       * a finished trial at most as large (parameters and multiply-adds) was better at epoch e
         by `margin`: it is dominated already, whatever its target cost turns out to be; or
-      * it is more than `gap` below the best finished trial's accuracy at epoch e; or
-      * it is not learning (below `floor`), at any time.
+      * it is more than `gap` below the best finished trial's accuracy at epoch e.
+    A trial near chance (below `floor`) is not learning and is pruned at any epoch.
     """
 
     startup: int = 3
+    warmup: int = 2
     margin: float = 0.002
     gap: float = 0.02
-    floor: float = 0.5
+    floor: float = 0.2
 
     def reason(self, trial_number: int, epoch: int, acc: float, params: int, macs: int,
                finished: list) -> str | None:
         if acc < self.floor:
             return f"validation accuracy {acc:.2%} after epoch {epoch}: not learning"
         done = [t for t in finished if len(t.user_attrs.get("val_curve", [])) >= epoch]
-        if len(done) < self.startup:
+        if len(done) < self.startup or epoch < self.warmup:
             return None
         for t in done:
             a = t.user_attrs["val_curve"][epoch - 1]
