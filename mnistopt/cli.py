@@ -24,7 +24,8 @@ app = typer.Typer(
 def _register() -> None:
     from .arch_cli import arch_command
     from .bench.cli import bench_command
-    from .bench.demo import demo_command
+    from .crosscheck.cli import parity_command
+    from .pipeline import demo_command
     from .data_cli import data_command
     from .export.cli import export_command
     from .report.cli import report_command
@@ -39,6 +40,7 @@ def _register() -> None:
     app.command("demo")(demo_command)
     app.command("predict")(predict_command)
     app.command("report")(report_command)
+    app.command("parity")(parity_command)
     app.command("arch")(arch_command)
     app.command("search")(search_command)
 
@@ -49,6 +51,10 @@ def _register() -> None:
     from .arm.cli import arm_app
 
     app.add_typer(arm_app, name="arm")
+
+    from .web.cli import web_command
+
+    app.command("web")(web_command)
 
 
 _register()

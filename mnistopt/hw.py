@@ -20,8 +20,9 @@ INT8_FLAGS = ("sse4_1", "avx2", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni"
 class CpuInfo:
     model: str  # "AMD EPYC", "Neoverse-N1 (0x41/0xd0c)", ...
     machine: str  # platform.machine(): x86_64, aarch64, arm64, ...
-    cores: int
+    cores: int  # logical processors
     flags: frozenset = field(default_factory=frozenset)
+    physical_cores: int = 0  # distinct (physical id, core id) pairs; 0 when the OS does not say
 
     @property
     def is_x86(self) -> bool:
@@ -76,6 +77,7 @@ def parse_cpuinfo(text: str, machine: str | None = None) -> CpuInfo:
     machine = machine or platform.machine()
     fields: dict[str, str] = {}
     processors = 0
+    cores, package = set(), "0"
     for line in text.splitlines():
         key, sep, value = line.partition(":")
         if not sep:
@@ -83,6 +85,10 @@ def parse_cpuinfo(text: str, machine: str | None = None) -> CpuInfo:
         key, value = key.strip().lower(), value.strip()
         if key == "processor":
             processors += 1
+        elif key == "physical id":
+            package = value
+        elif key == "core id":
+            cores.add((package, value))
         fields.setdefault(key, value)  # the first processor speaks for all
     flags = frozenset((fields.get("flags") or fields.get("features") or "").split())
     model = fields.get("model name") or fields.get("cpu model") or ""
@@ -93,7 +99,8 @@ def parse_cpuinfo(text: str, machine: str | None = None) -> CpuInfo:
         except ValueError:
             model = "ARM"
     return CpuInfo(model=model or platform.processor() or machine, machine=machine,
-                   cores=processors or os.cpu_count() or 1, flags=flags)
+                   cores=processors or os.cpu_count() or 1, flags=flags,
+                   physical_cores=len(cores))
 
 
 def cpu_info(path: str = "/proc/cpuinfo") -> CpuInfo:
@@ -105,6 +112,22 @@ def cpu_info(path: str = "/proc/cpuinfo") -> CpuInfo:
         machine = platform.machine()
         return CpuInfo(model=platform.processor() or machine, machine=machine,
                        cores=os.cpu_count() or 1)
+
+
+def usable_cores() -> int:
+    """Logical processors this process may run on (its affinity mask, e.g. under taskset)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # not Linux
+        return os.cpu_count() or 1
+
+
+def physical_cores() -> int:
+    """Physical cores this process may use: hyper-threads share one core's SIMD units, so an
+    inference thread pool larger than this only adds contention."""
+    usable = usable_cores()
+    phys = cpu_info().physical_cores
+    return max(1, min(usable, phys)) if phys else usable
 
 
 if __name__ == "__main__":  # python -m mnistopt.hw

@@ -96,7 +96,7 @@ def test_guest_command_and_clean_env(tmp_path, monkeypatch):
     from mnistopt.arm.emulated import guest_command, guest_env
 
     monkeypatch.setenv("VIRTUAL_ENV", "/host/venv")
-    cmd = guest_command(tmp_path, ["-m", "mnistopt.bench.worker", "--data", "d.npz"], cpu="cortex-a53")
+    cmd = guest_command(tmp_path, ["-m", "mnistopt.targets.worker", "--data", "d.npz"], cpu="cortex-a53")
     assert cmd[:5] == [str(tmp_path / "qemu" / "qemu-aarch64"), "-L", str(tmp_path / "sysroot"),
                        "-cpu", "cortex-a53"]
     assert cmd[5] == str(tmp_path / "sysroot/usr/bin/python3.11") and cmd[-2:] == ["--data", "d.npz"]
@@ -130,24 +130,25 @@ def test_mode_resolution(monkeypatch):
         T.ArmOptions(cpu="cortex-a53").mode
 
 
-def test_options_from_bench_attributes_and_env(monkeypatch):
-    from mnistopt.arm.target import arm_options
-    from mnistopt.bench.core import Options
+def test_options_from_env(monkeypatch):
+    from mnistopt.arm.target import options_from_env
+    from mnistopt.targets import get_target
 
-    monkeypatch.setenv("MNISTOPT_ARM_CPU", "cortex-a76")
-    monkeypatch.setenv("MNISTOPT_SSH_OPTIONS", "-i /k -o Foo=bar")
-    o = Options(device="arm")
-    a = arm_options(o)
+    env = {"MNISTOPT_ARM_CPU": "cortex-a76", "MNISTOPT_SSH_OPTIONS": "-i /k -o Foo=bar",
+           "MNISTOPT_ARM_EMULATE": "yes", "MNISTOPT_ARM_CACHE": "/c"}
+    a = options_from_env(env)
     assert a.cpu == "cortex-a76" and a.ssh_options == ["-i", "/k", "-o", "Foo=bar"]
-    o.target = "ssh://pi@dev"
-    assert arm_options(o).target == "ssh://pi@dev"
+    assert a.emulate is True and a.cache == Path("/c") and a.target is None
+    assert options_from_env({}) == type(a)()
+    monkeypatch.setenv("MNISTOPT_ARM_TARGET", "ssh://pi@dev")
+    assert get_target("arm").options.target == "ssh://pi@dev"  # no options given: the env's
 
 
 def test_worker_args_scaled_down_under_emulation():
     from mnistopt.arm.target import worker_args
-    from mnistopt.bench.core import Options
+    from mnistopt.targets import Settings
 
-    o = Options(device="arm", batch_sizes=[1, 32], warmup=20, iters=300, budget_s=3.0, threads=2)
+    o = Settings(batch_sizes=[1, 32], warmup=20, iters=300, budget_s=3.0, threads=2)
     assert worker_args(o, "remote") == ["--batch-sizes", "1,32", "--warmup", "20", "--iters",
                                         "300", "--budget", "3.0", "--threads", "2"]
     emu = worker_args(o, "emulated")
@@ -207,7 +208,7 @@ def test_wheel_is_installable_shape(tmp_path):
     from mnistopt.arm.remote import build_wheel, stage_package
 
     pkg = stage_package(tmp_path / "pkg")
-    assert (pkg / "bench" / "worker.py").is_file() and not list(pkg.rglob("__pycache__"))
+    assert (pkg / "targets" / "worker.py").is_file() and not list(pkg.rglob("__pycache__"))
     wheel = build_wheel(pkg, tmp_path)
     with zipfile.ZipFile(wheel) as z:
         names = set(z.namelist())
@@ -226,7 +227,7 @@ def test_wheel_is_installable_shape(tmp_path):
 def test_records_merge_arm_results_and_x86_parity(tmp_path, monkeypatch):
     """run(): one record per item in order, with arm info, parity bounds by quantization."""
     from mnistopt.arm import target as T
-    from mnistopt.bench.core import Item, Options
+    from mnistopt.targets import Item, Settings
 
     monkeypatch.setattr(T.platform, "machine", lambda: "x86_64")
     rng = np.random.default_rng(0)
@@ -239,7 +240,7 @@ def test_records_merge_arm_results_and_x86_parity(tmp_path, monkeypatch):
              Item("run:native", "native", tmp_path / "run", "torch"),
              Item("b-int8.tflite", "artifact", tmp_path / "b-int8.tflite", "litert", quant="int8")]
 
-    def fake_run_arm(paths, options, arm, advance=None, say=None):
+    def fake_run_arm(paths, settings, arm, advance=None, say=None):
         assert paths == [items[0].path, items[2].path]
         lat = {"1": {"batch": 1, "n": 3, "p50_us": 900.0}}
         return {"mode": "emulated", "info": {"mode": "emulated", "cpu": "cortex-a53", "qemu": "q10"},
@@ -250,7 +251,8 @@ def test_records_merge_arm_results_and_x86_parity(tmp_path, monkeypatch):
 
     monkeypatch.setattr(T, "run_arm", fake_run_arm)
     monkeypatch.setattr(T, "reference_logits", lambda path, threads=None: (ref, labels))
-    recs = T.run(items, Options(device="arm", progress=False))
+    target = T.ArmTarget(T.ArmOptions())
+    recs = target.run(items, Settings(progress=False))
     assert [r["id"] for r in recs] == ["a-fp32.onnx", "run:native", "b-int8.tflite"]
     fp32, native, int8 = recs
     assert fp32["latency_source"] == "emulated" and fp32["arm"]["cpu"] == "cortex-a53"
@@ -259,6 +261,9 @@ def test_records_merge_arm_results_and_x86_parity(tmp_path, monkeypatch):
     assert native["error_type"] == "Unsupported" and "exported" in native["error"]
     assert int8["parity"]["passed"] is False and int8["parity"]["disagreements"] == 1
     assert int8["parity"]["tolerance"]["agreement"] == 0.999
+    # The native model is not the ARM target's to run; the int8 file's parity miss fails the run.
+    (failure,) = target.failures(recs)
+    assert failure.startswith("b-int8.tflite: ARM parity outside its bounds")
 
 
 def test_bench_cli_table_and_exit_code(capsys):
@@ -312,9 +317,8 @@ def test_emulated_run_matches_x86(tmp_path, mnist):
     from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType,
                                           quantize_static)
 
-    from mnistopt.arm.target import ArmOptions
     from mnistopt.bench.api import bench
-    from mnistopt.bench.core import Options
+    from mnistopt.targets import Settings
 
     fp32 = _template_onnx(tmp_path / "lin-x-fp32.onnx", mnist)
     calib = iter([{"x": mnist.x_train[i:i + 32, None].astype(np.float32) / 255}
@@ -330,9 +334,9 @@ def test_emulated_run_matches_x86(tmp_path, mnist):
     quantize_static(str(fp32), str(int8), Reader(), quant_format=QuantFormat.QDQ,
                     activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                     reduce_range=True)
-    opts = Options(device="arm", batch_sizes=[1], progress=False)
-    opts.arm = ArmOptions(cpu="cortex-a53", limit=2000)
-    rep = bench([fp32, int8], opts)
+    rep = bench([fp32, int8], Settings(batch_sizes=[1], progress=False),
+                device="arm:emulate:cortex-a53", set_options=["limit=2000"])
+    assert rep["failures"] == []
     by = {r["id"]: r for r in rep["results"]}
     for r in by.values():
         assert "error" not in r, r.get("error")

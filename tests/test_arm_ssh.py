@@ -117,10 +117,9 @@ def onnx_artifact(tmp_path_factory):
 
 
 def _options():
-    from mnistopt.bench.core import Options
+    from mnistopt.targets import Settings
 
-    return Options(device="arm", batch_sizes=[1, 8], warmup=1, iters=5, budget_s=0.5,
-                   progress=False)
+    return Settings(batch_sizes=[1, 8], warmup=1, iters=5, budget_s=0.5, progress=False)
 
 
 def test_round_trip_copy_run_fetch(sshd, onnx_artifact):
@@ -141,13 +140,15 @@ def test_round_trip_copy_run_fetch(sshd, onnx_artifact):
 
 
 def test_bench_records_through_the_registry(sshd, onnx_artifact, monkeypatch):
-    from mnistopt.arm.target import ArmOptions
+    """The device spec and KEY=VALUE options as `mnistopt bench` passes them."""
+    import shlex
+
     from mnistopt.bench.api import bench
 
-    opts = _options()
-    opts.arm = ArmOptions(target=sshd["url"], remote_python=sys.executable,
-                          ssh_options=sshd["opts"], limit=200)
-    rep = bench([onnx_artifact], opts)
+    rep = bench([onnx_artifact], _options(), device=f"arm:{sshd['url']}",
+                set_options=[f"remote_python={sys.executable}", "limit=200",
+                             f"ssh_options={shlex.join(sshd['opts'])}"])
+    assert rep["failures"] == []
     (rec,) = rep["results"]
     assert rec["latency_source"] == "remote" and rec["arm"]["target"] == sshd["url"]
     assert rec["parity"]["passed"] and rec["parity"]["top1_agreement"] == 1.0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from mnistopt.bench import demo as D
+from mnistopt import pipeline as D
 
 
 @pytest.mark.slow

@@ -140,18 +140,32 @@ def test_quantize_symmetric_per_channel_never_worse():
     assert np.all(z == 0) and np.all(s == 1)
 
 
-def test_bench_rows_reads_common_shapes():
-    from mnistopt.report import bench_rows
+def _bench_report(tmp_path, rows):
+    """A benchmark report as `mnistopt bench --json` writes it, of (id, p50 µs, accuracy) rows."""
+    from mnistopt.bench import report as B
+    from mnistopt.targets.stats import summarize
 
-    doc = {"results": [
-        {"name": "a.onnx", "latency_ms": {"p50": 0.5, "p99": 1.0}, "accuracy": 0.99},
-        {"model": "b.tflite", "p50_ms": 0.2, "test_accuracy": 98.5},
-        {"name": "c", "p50_ms": 0.1},  # no accuracy: not a point
-    ]}
-    rows = bench_rows(doc)
+    recs = [{"id": i, "kind": "artifact", "backend": "onnxruntime", "quant": i.split("-")[-1].split(".")[0],
+             "accuracy": acc, "latency": {"1": summarize([us * 1000] * 5, 1)}, "file_bytes": 1000,
+             "path": i} for i, us, acc in rows]
+    return B.save_json(B.build_report(recs, {"batch_sizes": [1]}, {}, "cpu"), tmp_path / "bench.json")
+
+
+def test_report_reads_the_bench_schema_and_nothing_else(tmp_path):
+    from mnistopt.errors import ConfigError
+    from mnistopt.report import bench_rows, read_bench
+
+    path = _bench_report(tmp_path, [("a-fp32.onnx", 500, 0.99), ("b-int8.onnx", 200, 0.985)])
+    rows = bench_rows(read_bench(path))
     assert [(r["name"], r["latency_ms"], r["accuracy"]) for r in rows] == [
-        ("a.onnx", 0.5, 0.99), ("b.tflite", 0.2, 0.985)]
-    assert bench_rows([{"name": "x", "latency": {"p50_ms": 2}, "metrics": {"accuracy": 0.9}}])[0]["latency_ms"] == 2
+        ("a-fp32.onnx", 0.5, 0.99), ("b-int8.onnx", 0.2, 0.985)]
+    other = tmp_path / "other.json"
+    for doc in ({"results": [{"name": "a.onnx", "p50_ms": 0.5, "accuracy": 0.99}]},
+                [{"name": "x", "latency": {"p50_ms": 2}}], {"schema": "mnistopt.bench/1", "results": []}):
+        other.write_text(json.dumps(doc))
+        with pytest.raises(ConfigError) as exc:
+            read_bench(other)
+        assert str(other) in str(exc.value) and "\n" not in str(exc.value)
 
 
 def test_confusion_matrix():
@@ -165,11 +179,12 @@ def test_report_figures_fast(tmp_path, tiny_mnist, monkeypatch):
     """The prediction figures from stand-in probabilities (no framework): quick to draw."""
     pytest.importorskip("matplotlib")
     import mnistopt.report as R
+    from mnistopt.report import sources
 
     rng = np.random.default_rng(0)
     y = tiny_mnist.y_test.astype(np.int64)
     prob = R.softmax(rng.normal(size=(len(y), 10)) + 6 * np.eye(10)[y])
-    monkeypatch.setattr(R, "predictions", lambda x, run=None, model=None: (prob, "stand-in"))
+    monkeypatch.setattr(sources, "predictions", lambda x, run=None, model=None: (prob, "stand-in"))
     rep = R.build_report(tmp_path, ["digits", "predictions", "confusion", "misclassified"],
                          run=tmp_path, data=tiny_mnist, workspace_dir=tmp_path)
     assert [p.name for p in rep.written] == ["digits.png", "predictions.png", "confusion.png",
@@ -197,10 +212,8 @@ def test_report_draws_every_figure(tmp_path, tiny_mnist, monkeypatch):
     train(TrainConfig(framework="torch", arch="edge", epochs=2, batch_size=64, limit=256),
           ws / "runs" / "torch-edge", data=tiny_mnist, progress=False)
     (ws / "reports").mkdir()
-    (ws / "reports" / "bench.json").write_text(json.dumps({"results": [
-        {"name": "edge-torch-fp32.onnx", "p50_ms": 0.3, "accuracy": 0.98},
-        {"name": "edge-torch-int8.onnx", "p50_ms": 0.2, "accuracy": 0.979},
-        {"name": "seed-torch-fp32.onnx", "p50_ms": 2.0, "accuracy": 0.991}]}))
+    _bench_report(ws / "reports", [("edge-torch-fp32.onnx", 300, 0.98), ("edge-torch-int8.onnx", 200, 0.979),
+                                   ("seed-torch-fp32.onnx", 2000, 0.991)])
     monkeypatch.setenv("MNISTOPT_WORKSPACE", str(ws))
     monkeypatch.setattr(mnistopt.data, "load_mnist", lambda *a, **k: tiny_mnist)
 

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from mnistopt.errors import ConfigError, MissingExtraError, RunError, ToleranceError
-from mnistopt.export import EXPORTERS, MODES, cross_check, export, read_metadata
+from mnistopt.export import EXPORTERS, MODES, export, read_metadata
 
 HAS_LITERT = importlib.util.find_spec("litert_torch") is not None
 SLOW_FRAMEWORKS = {"keras", "tf"}
@@ -135,8 +135,12 @@ def test_export_validates_and_describes_itself(exported, runs, fw, fmt, mode):
 def test_onnx_int8_and_tflite_int8_agree(exported, small):
     onnx_int8 = exported("keras", "onnx")["int8"].path
     tflite_int8 = exported("keras", "tflite")["int8"].path
-    r = cross_check(onnx_int8, tflite_int8, small.x_test, small.y_test)
-    assert r["top1_agreement"] >= 0.99, r
+    from mnistopt.crosscheck import matrix
+
+    m = matrix([onnx_int8, tflite_int8], images=small.x_test, labels=small.y_test, progress=False)
+    assert not m["failures"] and len(m["pairs"]) == 1, m
+    r = m["pairs"][0]
+    assert r["top1_agreement"] >= 0.99 and not r["expected_equal"], r
 
 
 def test_read_metadata_without_sidecar(exported):

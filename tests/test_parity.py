@@ -141,3 +141,15 @@ def test_this_machine():
     c = cpu_info()
     assert c.model and c.cores >= 1
     assert cpu_info("/nonexistent/cpuinfo").flags == frozenset()
+
+
+def test_physical_cores_from_core_ids():
+    """Two hyper-threads of one core count once; no core ids (ARM, containers) means unknown."""
+    from mnistopt.hw import parse_cpuinfo
+
+    ht = ("processor\t: 0\nphysical id\t: 0\ncore id\t: 0\n\n"
+          "processor\t: 1\nphysical id\t: 0\ncore id\t: 0\n\n"
+          "processor\t: 2\nphysical id\t: 0\ncore id\t: 1\n")
+    c = parse_cpuinfo(ht, "x86_64")
+    assert c.cores == 3 and c.physical_cores == 2
+    assert parse_cpuinfo(ARM, "aarch64").physical_cores == 0

@@ -67,39 +67,44 @@ def bench_command(
     quiet: Annotated[bool, typer.Option(help="No progress bar")] = False,
 ) -> None:
     """Run artifacts on ARM: accuracy, parity with x86 (exit 1 if out of bounds), latency."""
-    from ..bench.api import Options, bench
-    from ..bench.stats import parse_batch_sizes
     from ..errors import ConfigError
-    from .target import ArmOptions
+    from ..targets.base import Settings
+    from ..targets.document import document, run_options, save_json
+    from ..targets.env import environment
+    from ..targets.items import discover
+    from ..targets.stats import parse_batch_sizes
+    from .target import ArmOptions, ArmTarget
 
     try:
         sizes = parse_batch_sizes(batch_sizes)
     except ValueError as exc:
         raise ConfigError(f"--batch-sizes: {exc}") from None
-    opts = Options(device="arm", batch_sizes=sizes, threads=threads, warmup=warmup, iters=iters,
-                   progress=not quiet)
-    opts.arm = ArmOptions(target=target, emulate=emulate, cpu=cpu, cache=cache,
-                          remote_python=remote_python, remote_venv=remote_venv, ssh_options=list(ssh_option or []),
-                          keep=keep_remote, limit=limit)
-    opts.arm.mode  # conflicting options fail here, before any work
-    rep = bench(paths or None, opts)
-    failed = print_arm_table(rep)
+    settings = Settings(batch_sizes=sizes, threads=threads, warmup=warmup, iters=iters,
+                        progress=not quiet)
+    # Conflicting options fail here, before any work.
+    arm = ArmTarget(ArmOptions(target=target, emulate=emulate, cpu=cpu, cache=cache,
+                               remote_python=remote_python, remote_venv=remote_venv,
+                               ssh_options=list(ssh_option or []), keep=keep_remote, limit=limit))
+    records = arm.run(discover(paths or None), settings)
+    rep = document(records, run_options(settings, arm), environment(threads), arm.name)
+    rep["failures"] = arm.failures(records)
+    print_arm_table(rep)
     if json_out:
-        from ..bench.report import save_json
-
         save_json(rep, json_out)
         typer.echo(f"wrote {json_out}")
-    if failed:
+    if rep["failures"]:
         raise typer.Exit(1)
 
 
 def print_arm_table(rep: dict) -> int:
     """One line per artifact; returns how many failed to run or missed their parity bounds."""
+    from ..targets.base import UNSUPPORTED
+
     failed = 0
     rows = [("artifact", "acc", "max|diff|", "rel", "top-1 agree", "parity", "b1 p50", "latency")]
     for r in rep["results"]:
         if r.get("error"):
-            failed += 1
+            failed += r.get("error_type") != UNSUPPORTED
             typer.echo(f"{r['id']}: {r['error']}", err=True)
             continue
         p = r.get("parity") or {}

@@ -320,7 +320,7 @@ def run_worker(target: SshTarget, stage: Path, worker_args: list[str], artifacts
         # Our venv's path may hold $HOME: expanded by the device's shell, inside double quotes.
         interp = q(interpreter) if python else f'"{interpreter}"'
         cmd = (f"cd {q(run_dir)} && PYTHONPATH={q(run_dir + '/pkg')} PYTHONDONTWRITEBYTECODE=1 "
-               f'{interp} -m mnistopt.bench.worker --data test.npz --out out/result.json '
+               f'{interp} -m mnistopt.targets.worker --data test.npz --out out/result.json '
                f"--logits-dir out/logits {' '.join(map(q, worker_args))} "
                f"{' '.join(q('art/' + a) for a in artifacts)}")
         proc = remote.run(remote.ssh_cmd(cmd), "running the benchmark worker", timeout=timeout,

@@ -1,9 +1,9 @@
 """The ``arm`` benchmark target: run exported artifacts on aarch64 and check them against x86.
 
-Three ways to an ARM CPU behind one function, `run(items, options)` (see bench/targets.py):
+Three ways to an ARM CPU behind one `ArmTarget` (the contract: mnistopt.targets.base):
 
 * native: this host is aarch64; the worker runs here.
-* remote: ``--target ssh://user@host[:port]``; the worker runs on the device (remote.py).
+* remote: ``arm:ssh://user@host[:port]``; the worker runs on the device (remote.py).
 * emulated: qemu-aarch64 with a Debian arm64 sysroot (setup.py, emulated.py). Accuracy and
   parity are the real aarch64 kernels' results; latency is the emulator's, not a device's.
 
@@ -19,10 +19,11 @@ import platform
 import re
 import sys
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ..errors import ConfigError
+from ..targets.base import Item, Settings, Target, make_record, unsupported
 
 # What running on ARM instead of x86 may change. fp32 kernels differ only in summation order
 # and FMA use; quantized kernels may round differently (u8/s8 paths, requantization).
@@ -46,14 +47,14 @@ class ArmOptions:
     cache: Path | None = None          # emulation cache [~/.cache/mnistopt/arm]
     remote_python: str | None = None   # interpreter on the device that has mnistopt[runtime]
     remote_venv: str | None = None     # venv to create/use on the device [~/.cache/mnistopt/arm-venv]
-    ssh_options: list = field(default_factory=list)  # extra ssh/scp arguments (-i KEY, -o ...)
+    ssh_options: list[str] = field(default_factory=list)  # extra ssh/scp arguments (-i KEY, -o ...)
     keep: bool = False                 # leave the device's work directory for inspection
     limit: int | None = None           # first N test images only
 
     @property
     def mode(self) -> str:
         if self.target and self.emulate:
-            raise ConfigError("--target and --emulate exclude each other: pick one")
+            raise ConfigError("an ssh:// target and emulation exclude each other: pick one")
         if self.target:
             mode = "remote"
         elif self.emulate or platform.machine() not in ("aarch64", "arm64"):
@@ -61,36 +62,23 @@ class ArmOptions:
         else:
             mode = "native"
         if self.cpu and mode != "emulated":
-            raise ConfigError(f"--cpu picks the emulated core; on a {mode} ARM CPU the CPU is "
-                              "what it is (drop --cpu, or add --emulate)")
+            raise ConfigError(f"the cpu option (--cpu, arm:emulate:CPU) picks the emulated core; "
+                              f"on a {mode} ARM CPU the CPU is what it is (drop it, or emulate)")
         return mode
 
 
-def arm_options(options) -> ArmOptions:
-    """ArmOptions from the bench Options (attributes, if it has them) or the environment."""
-    arm = getattr(options, "arm", None)
-    if isinstance(arm, ArmOptions):
-        return arm
-
-    def pick(*names, env=None):
-        for n in names:
-            v = getattr(options, n, None)
-            if v not in (None, "", [], ()):
-                return v
-        return os.environ.get(env) if env else None
-
-    ssh = pick("ssh_options", "ssh_option") or os.environ.get("MNISTOPT_SSH_OPTIONS", "")
-    emulate = pick("emulate", env="MNISTOPT_ARM_EMULATE")
+def options_from_env(env=None) -> ArmOptions:
+    """ArmOptions from MNISTOPT_ARM_* (and MNISTOPT_SSH_OPTIONS), for CI and scripts."""
+    env = os.environ if env is None else env
+    get = lambda name: env.get(name) or None  # noqa: E731
     return ArmOptions(
-        target=pick("target", "arm_target", env="MNISTOPT_ARM_TARGET"),
-        emulate=str(emulate).lower() in ("1", "true", "yes") if emulate is not None else False,
-        cpu=pick("cpu", "arm_cpu", env="MNISTOPT_ARM_CPU"),
-        cache=pick("arm_cache", env="MNISTOPT_ARM_CACHE"),
-        remote_python=pick("remote_python", env="MNISTOPT_ARM_REMOTE_PYTHON"),
-        remote_venv=pick("remote_venv", env="MNISTOPT_ARM_REMOTE_VENV"),
-        ssh_options=ssh.split() if isinstance(ssh, str) else list(ssh),
-        keep=bool(pick("keep_remote")),
-        limit=pick("limit"),
+        target=get("MNISTOPT_ARM_TARGET"),
+        emulate=(get("MNISTOPT_ARM_EMULATE") or "").lower() in ("1", "true", "yes"),
+        cpu=get("MNISTOPT_ARM_CPU"),
+        cache=Path(env["MNISTOPT_ARM_CACHE"]).expanduser() if get("MNISTOPT_ARM_CACHE") else None,
+        remote_python=get("MNISTOPT_ARM_REMOTE_PYTHON"),
+        remote_venv=get("MNISTOPT_ARM_REMOTE_VENV"),
+        ssh_options=(get("MNISTOPT_SSH_OPTIONS") or "").split(),
     )
 
 
@@ -100,19 +88,18 @@ def tolerance_for(quant: str | None):
     return Tolerance(**(FP32_TOLERANCE if quant in (None, "fp32") else QUANT_TOLERANCE))
 
 
-def worker_args(options, mode: str) -> list[str]:
-    """The worker's options from the bench's, scaled down under emulation."""
-    sizes = list(getattr(options, "batch_sizes", [1, 32, 256]))
-    warmup, iters = int(getattr(options, "warmup", 20)), int(getattr(options, "iters", 300))
-    budget = float(getattr(options, "budget_s", 3.0))
+def worker_args(settings: Settings, mode: str) -> list[str]:
+    """The worker's options from the common settings, scaled down under emulation."""
+    sizes = list(settings.batch_sizes)
+    warmup, iters, budget = settings.warmup, settings.iters, float(settings.budget_s)
     if mode == "emulated":
         sizes = [min(sizes)]
         warmup, iters = min(warmup, EMULATED_WARMUP), min(iters, EMULATED_ITERS)
         budget = min(budget, EMULATED_BUDGET_S)
     args = ["--batch-sizes", ",".join(map(str, sizes)), "--warmup", str(warmup),
             "--iters", str(iters), "--budget", str(budget)]
-    if getattr(options, "threads", None):
-        args += ["--threads", str(options.threads)]
+    if settings.threads:
+        args += ["--threads", str(settings.threads)]
     return args
 
 
@@ -170,7 +157,7 @@ def _run_local(cmd: list[str], env: dict | None, on_line, timeout: float = 7200)
     return proc.returncode
 
 
-def run_arm(paths: list[Path], options, arm: ArmOptions | None = None, say=None,
+def run_arm(paths: list[Path], settings: Settings, arm: ArmOptions, say=None,
             advance=None) -> dict:
     """Run the worker on ARM over `paths`; returns {"mode", "info", "result", "logits": {i: array}}.
 
@@ -178,13 +165,12 @@ def run_arm(paths: list[Path], options, arm: ArmOptions | None = None, say=None,
     """
     import numpy as np
 
-    from ..bench.core import write_test_npz
+    from ..targets.items import write_test_npz
 
-    arm = arm or arm_options(options)
     mode = arm.mode
     say = say or (lambda m: print(m, file=sys.stderr))
     advance = advance or (lambda n=1, info="": None)
-    args = worker_args(options, mode)
+    args = worker_args(settings, mode)
     if arm.limit:
         args += ["--limit", str(arm.limit)]
     info: dict = {"mode": mode}
@@ -208,7 +194,7 @@ def run_arm(paths: list[Path], options, arm: ArmOptions | None = None, say=None,
             out = work / "out"
         else:
             out = work / "out"
-            cmd_tail = ["-m", "mnistopt.bench.worker", "--data", str(data), "--out",
+            cmd_tail = ["-m", "mnistopt.targets.worker", "--data", str(data), "--out",
                         str(out / "result.json"), "--logits-dir", str(out / "logits"), *args]
             art = work / "art"
             art.mkdir()
@@ -249,60 +235,95 @@ def reference_logits(path: Path, threads=None):
     """The same artifact on this host (x86), through the same worker code."""
     import numpy as np
 
-    from ..bench.worker import Artifact
     from ..data import load_mnist
+    from ..targets.worker import Artifact
 
     m = load_mnist()
     return Artifact(path, threads).logits(m.x_test), np.asarray(m.y_test)
 
 
-def run(items, options) -> list[dict]:
-    """The bench target: records in the bench schema, with `arm` and `parity` added."""
-    from ..bench.core import make_record
-    from ..parity import compare, summary
-    from ..progress import progress_bar
+class ArmTarget(Target):
+    name = "arm"
+    summary = "an aarch64 CPU: this host, a device over SSH, or qemu (latency not representative)"
+    options_type = ArmOptions
+    spec_usage = "ssh://user@host[:port] (a device), emulate or emulate:CPU (qemu -cpu CPU)"
 
-    arm = arm_options(options)
-    mode = arm.mode
-    artifacts = [(i, it) for i, it in enumerate(items) if it.kind == "artifact"]
-    records: dict[int, dict] = {}
-    for i, it in enumerate(items):
-        if it.kind != "artifact":
-            records[i] = make_record(it, {
-                "error": "native framework models do not run on the ARM target; benchmark "
-                         "their exported .onnx/.tflite files", "error_type": "Unsupported"},
-                options, latency_source=mode)
-    if artifacts:
-        with progress_bar(f"bench (arm, {mode})", len(artifacts),
-                          getattr(options, "progress", True)) as advance:
-            got = run_arm([it.path for _, it in artifacts], options, arm, advance=advance)
-        env = got["result"].get("environment", {})
-        host_is_arm = platform.machine() in ("aarch64", "arm64")
-        for k, (i, it) in enumerate(artifacts):
-            res = dict(got["result"]["results"][k])
-            res.pop("artifact", None)
-            rec = make_record(it, res, options, latency_source=mode)
-            rec["arm"] = {
-                **{k2: v for k2, v in got["info"].items() if v is not None},
-                "machine": env.get("cpu", {}).get("machine"),
-                "cpu_model": env.get("cpu", {}).get("model"),
-                "cpu_flags": env.get("cpu", {}).get("flags"),
-                "libraries": env.get("libraries"),
-                "latency_representative": mode != "emulated",
-            }
-            if mode == "emulated":
-                rec["arm"]["note"] = ("latency measured under qemu emulation: not representative "
-                                      "of any device; accuracy and parity are")
-            if k in got["logits"] and not host_is_arm:
-                ref, labels = reference_logits(it.path, getattr(options, "threads", None))
-                arm_logits = got["logits"][k]
-                if arm.limit:
-                    ref, labels = ref[:len(arm_logits)], labels[:len(arm_logits)]
-                par = compare(ref, arm_logits, labels, tolerance_for(it.quant))
-                par["reference"] = f"{platform.machine()} (this host)"
-                rec["parity"] = par
-                if not par["passed"]:
-                    print(f"ARM parity FAILED for {it.id}: {'; '.join(par['failures'])} "
-                          f"({summary(par)})", file=sys.stderr)
-            records[i] = rec
-    return [records[i] for i in range(len(items))]
+    @classmethod
+    def default_options(cls) -> ArmOptions:
+        return options_from_env()
+
+    @classmethod
+    def parse_arg(cls, arg: str, options: ArmOptions) -> ArmOptions:
+        if arg.startswith("ssh://"):
+            return replace(options, target=arg, emulate=False)
+        kind, _, cpu = arg.partition(":")
+        if kind == "emulate":
+            return replace(options, target=None, emulate=True, cpu=cpu or options.cpu)
+        raise ConfigError(f"--device arm:{arg}: use arm:{cls.spec_usage}")
+
+    def check(self) -> None:
+        self.options.mode  # noqa: B018  (conflicting options raise ConfigError here)
+        if self.options.target:
+            from .remote import parse_target
+
+            parse_target(self.options.target)
+        if self.options.limit is not None and self.options.limit < 1:
+            raise ConfigError(f"limit must be >= 1, not {self.options.limit}")
+
+    def run(self, items: list[Item], settings: Settings) -> list[dict]:
+        """Records with `arm` (how it ran) and, off an ARM host, `parity` against this host."""
+        from ..progress import progress_bar
+
+        arm = self.options
+        mode = arm.mode
+        artifacts = [(i, it) for i, it in enumerate(items) if it.kind == "artifact"]
+        records: dict[int, dict] = {}
+        for i, it in enumerate(items):
+            if it.kind != "artifact":
+                records[i] = unsupported(it, "native framework models do not run on the ARM "
+                                         "target; benchmark their exported .onnx/.tflite files",
+                                         self.name, mode)
+        if artifacts:
+            with progress_bar(f"bench (arm, {mode})", len(artifacts), settings.progress) as advance:
+                got = run_arm([it.path for _, it in artifacts], settings, arm, advance=advance)
+            for k, (i, it) in enumerate(artifacts):
+                records[i] = self._record(it, got, k, settings)
+        return [records[i] for i in range(len(items))]
+
+    def _record(self, it: Item, got: dict, k: int, settings: Settings) -> dict:
+        from ..parity import compare, summary
+
+        mode, env = got["mode"], got["result"].get("environment", {})
+        res = dict(got["result"]["results"][k])
+        res.pop("artifact", None)
+        rec = make_record(it, res, self.name, mode)
+        rec["arm"] = {
+            **{k2: v for k2, v in got["info"].items() if v is not None},
+            "machine": env.get("cpu", {}).get("machine"),
+            "cpu_model": env.get("cpu", {}).get("model"),
+            "cpu_flags": env.get("cpu", {}).get("flags"),
+            "libraries": env.get("libraries"),
+            "latency_representative": mode != "emulated",
+        }
+        if mode == "emulated":
+            rec["arm"]["note"] = ("latency measured under qemu emulation: not representative "
+                                  "of any device; accuracy and parity are")
+        if k in got["logits"] and platform.machine() not in ("aarch64", "arm64"):
+            ref, labels = reference_logits(it.path, settings.threads)
+            arm_logits = got["logits"][k]
+            if self.options.limit:
+                ref, labels = ref[:len(arm_logits)], labels[:len(arm_logits)]
+            par = compare(ref, arm_logits, labels, tolerance_for(it.quant))
+            par["reference"] = f"{platform.machine()} (this host)"
+            rec["parity"] = par
+            if not par["passed"]:
+                print(f"ARM parity FAILED for {it.id}: {'; '.join(par['failures'])} "
+                      f"({summary(par)})", file=sys.stderr)
+        return rec
+
+    def failures(self, records: list[dict]) -> list[str]:
+        """Models that did not run, and those outside their parity bounds against this host."""
+        out = super().failures(records)
+        out += [f"{r['id']}: ARM parity outside its bounds: {'; '.join(r['parity']['failures'])}"
+                for r in records if not r.get("error") and (r.get("parity") or {}).get("passed") is False]
+        return out

@@ -9,9 +9,6 @@ kernels, the time is framework overhead (thread-pool wake-ups, Python binding), 
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import tempfile
 from collections import defaultdict
 from pathlib import Path
 
@@ -20,22 +17,13 @@ import numpy as np
 
 def profile_onnx(path, batch: int = 1, iters: int = 200, threads: int | None = None) -> dict:
     """Per-op-type mean µs per call, the mean session run µs, and the kernel share of it."""
-    import onnxruntime as ort
-
     from ..runtime import load
 
-    clf = load(path, threads=threads)  # for the input's dtype/layout only
+    clf = load(path, threads=threads, backend="onnxruntime", profile=True)
     x = clf.prepare(np.zeros((batch, 28, 28), np.uint8))
-    with tempfile.TemporaryDirectory() as tmp:
-        so = ort.SessionOptions()
-        so.enable_profiling = True
-        so.profile_file_prefix = os.path.join(tmp, "prof")
-        so.intra_op_num_threads = clf.threads
-        sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-        name = sess.get_inputs()[0].name
-        for _ in range(iters):
-            sess.run(None, {name: x})
-        trace = json.loads(Path(sess.end_profiling()).read_text())
+    for _ in range(iters):
+        clf.run_raw(x)
+    trace = clf.backend.end_profiling()
     ops, per_node, runs = defaultdict(float), defaultdict(float), []
     for ev in trace:
         if ev.get("cat") == "Node" and ev.get("name", "").endswith("_kernel_time"):

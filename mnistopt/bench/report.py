@@ -15,19 +15,21 @@ JSON schema "mnistopt.bench/1"::
                   coldstart: {total_s, in_process_s, import_s, load_s, first_inference_s,
                               peak_rss_bytes}, error?}],
      "pareto": [ids on the accuracy / batch-1 p50 front],
-     "targets": [{name, goal, value, ok, detail}]}
+     "targets": [{name, goal, value, ok, detail}],
+     "failures": [one line per model that failed; absent in reports built from bare records]}
+
+Targets may add their own entries to a record (``arm``, ``parity``, ``mcu``); the keys every
+record has are documented in mnistopt/targets/base.py (RECORD_KEYS).
 """
 
 from __future__ import annotations
 
-import datetime as _dt
 import json
-import math
 from pathlib import Path
 
 from ..errors import ConfigError
-
-SCHEMA = "mnistopt.bench/1"
+from ..targets.document import SCHEMA, document, save_json  # noqa: F401  (save_json re-exported)
+from .pareto import pareto_front, plot  # noqa: F401  (the report's front and PNG)
 
 # Baseline comparison. Run-to-run p50 variation of one model measured on the project's 2-core
 # machine while other jobs ran was up to ~15 % (quiet: ~3 %), and below ~20 µs a scheduler
@@ -38,29 +40,10 @@ P50_FLOOR_US = 10.0
 
 
 def build_report(records: list[dict], options: dict, environment: dict, device: str) -> dict:
-    rep = {
-        "schema": SCHEMA,
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "device": device,
-        "options": options,
-        "environment": environment,
-        "results": records,
-    }
+    rep = document(records, options, environment, device)
     rep["pareto"] = pareto_front(records)
     rep["targets"] = check_targets(records)
     return rep
-
-
-def save_json(report: dict, path: Path) -> Path:
-    from ..fsutil import write_json
-
-    return write_json(path, report, default=_jsonable)
-
-
-def _jsonable(o):
-    if hasattr(o, "item"):  # numpy scalars
-        return o.item()
-    return str(o)
 
 
 def load_json(path: Path) -> dict:
@@ -98,17 +81,6 @@ def throughput(rec: dict, batch: int) -> float | None:
 
 def ok_records(records):
     return [r for r in records if not r.get("error") and r.get("accuracy") is not None]
-
-
-def pareto_front(records: list[dict], batch: int = 1) -> list[str]:
-    """Ids nobody beats on both accuracy (higher) and p50 latency (lower) at `batch`."""
-    pts = [(p50(r, batch), r["accuracy"], r["id"]) for r in ok_records(records) if p50(r, batch)]
-    front = []
-    for lat, acc, rid in pts:
-        dominated = any((l2 <= lat and a2 >= acc) and (l2 < lat or a2 > acc) for l2, a2, _ in pts)
-        if not dominated:
-            front.append(rid)
-    return front
 
 
 def check_targets(records: list[dict]) -> list[dict]:
@@ -302,6 +274,11 @@ def print_table(report: dict, console=None) -> None:
     for line in target_lines(report):
         style = "green" if line.startswith("PASS") else "red" if line.startswith("MISS") else "dim"
         console.print(f"  [{style}]{line}[/{style}]", highlight=False)
+    failures = report.get("failures") or []
+    if failures:
+        console.print(f"[red]{len(failures)} model(s) failed:[/red]")
+        for line in failures:
+            console.print(f"  [red]{line}[/red]", highlight=False, markup=False)
 
 
 def markdown(report: dict, plot_name: str | None = None) -> str:
@@ -317,56 +294,8 @@ def markdown(report: dict, plot_name: str | None = None) -> str:
              "|" + "|".join("---" if i < 3 else "---:" for i in range(len(head))) + "|"]
     lines += ["| " + " | ".join(c.replace("|", "/") for c in row) + " |" for row in body]
     lines += ["", "## Targets", ""] + [f"- {line}" for line in target_lines(report)]
+    if report.get("failures"):
+        lines += ["", "## Failures", ""] + [f"- {line}" for line in report["failures"]]
     if plot_name:
         lines += ["", f"![accuracy vs latency]({plot_name})"]
     return "\n".join(lines) + "\n"
-
-
-def plot(report: dict, path: Path, batch: int = 1) -> Path:
-    """Accuracy against batch-`batch` p50 (log x), marker area by file size, Pareto front drawn."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rs = [r for r in ok_records(report["results"]) if p50(r, batch)]
-    fig, ax = plt.subplots(figsize=(8, 5), dpi=100)
-    colors = {"onnxruntime": "tab:blue", "litert": "tab:orange", "torch": "tab:red",
-              "keras": "tab:green", "tf": "tab:purple"}
-    sizes = [max(r.get("file_bytes") or 1, 1) for r in rs]
-    smax = max(sizes, default=1)
-    for r, s in zip(rs, sizes):
-        marker = "s" if r["kind"] == "native" else ("^" if r.get("quant") == "int8" else "o")
-        area = 30 + 600 * math.sqrt(s / smax)
-        ax.scatter(p50(r, batch), r["accuracy"] * 100, s=area, marker=marker, alpha=0.6,
-                   color=colors.get(r["backend"], "grey"), edgecolors="black", linewidths=0.5)
-        ax.annotate(r["id"], (p50(r, batch), r["accuracy"] * 100), fontsize=6,
-                    xytext=(4, 3), textcoords="offset points")
-    front = sorted((p50(r, batch), r["accuracy"] * 100) for r in rs if r["id"] in set(report.get("pareto", [])))
-    if front:
-        ax.step([f[0] for f in front], [f[1] for f in front], where="post", color="black",
-                linestyle="--", linewidth=1, label="Pareto front")
-    for name, c in colors.items():
-        if any(r["backend"] == name for r in rs):
-            ax.scatter([], [], color=c, label=name)
-    ax.set_xscale("log")
-    ax.set_xlabel(f"p50 latency at batch {batch} (µs, log scale)")
-    ax.set_ylabel("test accuracy (%)")
-    ax.set_title("accuracy vs latency (marker area ~ file size; ^ int8, o float, s native)", fontsize=9)
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
-    from ..fsutil import atomic_path
-
-    try:
-        with atomic_path(path, suffix=".png") as tmp:
-            fig.savefig(tmp)
-    finally:
-        plt.close(fig)
-    return Path(path)
-
-
-def write_text_atomic(path: Path, text: str) -> Path:
-    from ..fsutil import write_text
-
-    return write_text(path, text)

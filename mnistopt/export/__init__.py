@@ -51,8 +51,8 @@ always pixels / 255 in the layout its shape shows, and the output always 10 logi
 
 from __future__ import annotations
 
-from .api import Artifact, cross_check, export, read_metadata, sidecar_path
+from .api import Artifact, export, read_metadata, sidecar_path
 from .registry import EXPORTERS, MODES, QUANT_TAGS, Exporter, get_exporter
 
-__all__ = ["Artifact", "EXPORTERS", "Exporter", "MODES", "QUANT_TAGS", "cross_check", "export",
-           "get_exporter", "read_metadata", "sidecar_path"]
+__all__ = ["Artifact", "EXPORTERS", "Exporter", "MODES", "QUANT_TAGS", "export", "get_exporter",
+           "read_metadata", "sidecar_path"]

@@ -117,8 +117,8 @@ def export(run, format: str | Sequence[str] = "onnx", quantize: str | Sequence[s
     written; a failure raises a ValidationError subclass and leaves no file behind.
     """
     from ..progress import progress_bar
+    from ..runtime import load as open_model
     from ..train import Run, load_run
-    from . import runners
 
     run = run if isinstance(run, Run) else load_run(run)
     fmts, modes = _formats(format), _modes(quantize)
@@ -180,14 +180,14 @@ def export(run, format: str | Sequence[str] = "onnx", quantize: str | Sequence[s
                         model, settings, reason = impl.quantize(fp32, mode, work, ctx)
                         advance(1)
                 seconds = time.perf_counter() - t0 + (convert_s if mode == "none" else 0.0)
-                r = runners.runner(model)
+                clf = open_model(model)
                 meta = {
                     "schema": SCHEMA, "format": fmt, "framework": run.framework, "arch": run.arch,
                     "labels": LABELS,
                     "source": {"run": str(run.path), "native": run.metrics["native"],
                                "sha256": run.metrics.get("native_sha256"),
                                "test_accuracy": run.metrics.get("test_accuracy")},
-                    "input": r.io["input"], "output": r.io["output"],
+                    "input": clf.input_spec, "output": clf.output_spec,
                     "quantize": {"mode": mode, "tag": QUANT_TAGS[mode], "settings": settings,
                                  "reason": reason},
                     "tools": {**tools, "mnistopt": _version()},
@@ -198,7 +198,7 @@ def export(run, format: str | Sequence[str] = "onnx", quantize: str | Sequence[s
                 size = model.stat().st_size
                 what = f"{run.framework} -> {fmt} {QUANT_TAGS[mode]}"
                 if validate:
-                    report = _validate(r, native, data, exp.tolerance(mode).with_atol(atol),
+                    report = _validate(clf, native, data, exp.tolerance(mode).with_atol(atol),
                                        what, progress)
                     report.update(size_bytes=size, fp32_size_bytes=fp32_size,
                                   size_ratio_to_fp32=size / fp32_size)
@@ -221,13 +221,13 @@ def _load_native(run) -> None:
                        "retrain it with 'mnistopt train'") from None
 
 
-def _validate(r, native, data, tol, what, progress) -> dict:
+def _validate(clf, native, data, tol, what, progress) -> dict:
     from ..parity import check
     from ..progress import progress_bar
-    from . import runners
+    from ..runtime.classifier import logits_in_batches
 
     with progress_bar(f"validate {what}", len(data.x_test), progress) as advance:
-        got = runners.logits(r, data.x_test, batch=1000, advance=advance)
+        got = logits_in_batches(clf, data.x_test, advance=advance)
     try:
         return check(native, got, data.y_test, tol, what=what)
     except ValidationError as exc:
@@ -272,12 +272,3 @@ def read_metadata(path: str | os.PathLike) -> dict | None:
 
         return read_embedded(path)
     return None
-
-
-def cross_check(a: str | os.PathLike, b: str | os.PathLike, images: np.ndarray,
-                labels: np.ndarray | None = None) -> dict:
-    """Compare two artifacts (e.g. ONNX int8 vs TFLite int8) on `images`: the parity numbers."""
-    from ..parity import compare
-    from . import runners
-
-    return compare(runners.logits(Path(a), images), runners.logits(Path(b), images), labels)

@@ -161,14 +161,14 @@ def _static_int8(fp32: Path, workdir: Path, ctx) -> tuple[Path, dict, str]:
     from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat,
                                           QuantType, quantize_static)
 
-    from .runners import _layout
+    from ..runtime import input_layout
 
     if ctx.calib is None or len(ctx.calib) == 0:
         raise ConfigError("int8 quantization needs calibration images: --calib-samples must be >= 1")
     settings, reason = int8_preset(ctx.cpu)
     shape = [d.dim_value or -1 for d in onnx.load(str(fp32), load_external_data=False)
              .graph.input[0].type.tensor_type.shape.dim]
-    layout = _layout(shape)
+    layout = input_layout(shape, "onnx")
     x = ctx.calib.astype(np.float32) / 255.0
     x = x[:, None] if layout == "NCHW" else x[..., None]
 

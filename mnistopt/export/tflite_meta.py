@@ -1,7 +1,8 @@
 """The mnistopt JSON inside a .tflite flatbuffer, as a metadata entry named "mnistopt".
 
-Uses the flatbuffer schema that ai-edge-litert ships (no TensorFlow). Metadata entries are
-ignored by interpreters, so the model computes exactly what it computed before.
+Written with the flatbuffer schema that ai-edge-litert ships (no TensorFlow), read back with
+the runtime's own flatbuffer reader. Metadata entries are ignored by interpreters, so the
+model computes exactly what it computed before.
 """
 
 from __future__ import annotations
@@ -29,15 +30,10 @@ def embed(src: Path, dst: Path, meta: dict) -> None:
 
 
 def read_embedded(path: Path) -> dict | None:
-    from ai_edge_litert import schema_py_generated as fb
+    from ..runtime.flatbuf import tflite_metadata
 
-    data = Path(path).read_bytes()
-    model = fb.Model.GetRootAsModel(data, 0)
-    for i in range(model.MetadataLength()):
-        m = model.Metadata(i)
-        if _name(m.Name()) == KEY:
-            return json.loads(model.Buffers(m.Buffer()).DataAsNumpy().tobytes())
-    return None
+    text = tflite_metadata(path).get(KEY)
+    return None if text is None else json.loads(text)
 
 
 def _name(n) -> str:

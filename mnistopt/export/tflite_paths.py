@@ -169,9 +169,9 @@ def _aeq(fp32: Path, mode: str, workdir: Path, ctx) -> tuple[Path, dict, str]:
 
 
 def _signature_inputs(path: Path) -> list[str]:
-    from ai_edge_litert.interpreter import Interpreter
+    from ..runtime.flatbuf import read_tflite
 
-    return Interpreter(model_path=str(path)).get_signature_list()["serving_default"]["inputs"]
+    return read_tflite(Path(path).read_bytes(), str(path)).signatures["serving_default"]["inputs"]
 
 
 def tools(framework: str) -> dict:

@@ -133,7 +133,7 @@ def write_c_array(model_path: str | Path, out_dir: str | Path, name: str | None 
     arena_note = ("Tensor arena TFLite Micro allocated for this model, measured on a 64-bit host "
                   "(rounded to 16; a 32-bit MCU needs slightly less).")
     if arena is None:
-        arena, arena_note = _measure_arena(data, arena_note)
+        arena, arena_note = _measure_arena(model_path, arena_note)
     upper = name.upper()
 
     def io(t):
@@ -157,20 +157,18 @@ def write_c_array(model_path: str | Path, out_dir: str | Path, name: str | None 
     return header, source
 
 
-def _measure_arena(data: bytes, note: str) -> tuple[int, str]:
+def _measure_arena(model_path: Path, note: str) -> tuple[int, str]:
     import importlib.util
 
     if importlib.util.find_spec("tflite_micro") is None:
         return 0, "Not measured (pip install 'mnistopt[mcu]' and export again): size it yourself."
     import numpy as np
 
-    from .micro import _interpreter, arena_usage
+    from ..runtime import open_backend
 
-    interp = _interpreter(data, 2 * len(data) + (4 << 20))
-    d = interp.get_input_details(0)
-    interp.set_input(np.zeros(d["shape"], d["dtype"]), 0)
-    interp.invoke()
-    total = arena_usage(interp)["total"]
+    backend = open_backend(model_path, "tflite-micro")
+    backend.run(np.zeros(tuple(max(d, 1) for d in backend.input.shape), backend.input.dtype))
+    total = backend.arena_usage()["total"]
     return (total + 15) // 16 * 16, note
 
 

@@ -46,10 +46,9 @@ def report_command(
                for a in artifacts]
     payload = [r.as_dict() for r in reports]
     if out is not None:
-        from .carray import _atomic_write
+        from ..fsutil import write_text
 
-        out.parent.mkdir(parents=True, exist_ok=True)
-        _atomic_write(out, json.dumps(payload, indent=1) + "\n")
+        write_text(out, json.dumps(payload, indent=1) + "\n")
     if as_json:
         typer.echo(json.dumps(payload, indent=1))
         return
@@ -57,10 +56,10 @@ def report_command(
 
 
 def print_reports(reports, classes) -> None:
+    import sys
+
     from rich.console import Console
     from rich.table import Table
-
-    import sys
 
     # Piped output has no terminal width; keep the tables whole rather than at 80 columns.
     console = Console(width=None if sys.stdout.isatty() else 150)

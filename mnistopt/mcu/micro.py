@@ -5,24 +5,20 @@ Python interpreter: the same C++ kernels firmware compiles, reference kernels on
 and through LiteRT on the same file, and reports accuracy, agreement, the tensor arena the
 interpreter really allocated (its RecordingMicroAllocator report, then re-run with exactly
 that arena to prove it is enough), the flash the model takes and the operators it uses.
+All three run through `mnistopt.runtime` (backends tflite-micro, litert-ref, litert).
 """
 
 from __future__ import annotations
 
-import os
-import re
-import sys
-import tempfile
 import time
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from ..errors import McuError, ModelLoadError, require
+from ..errors import McuError, ModelLoadError
+from ..runtime.flatbuf import FLOAT_TYPES, TFLiteModel, read_tflite
 from . import devices as dev
-from .flatbuf import FLOAT_TYPES, TFLiteModel, read_tflite
 
 # Builtin operators with a TFLite Micro kernel: the kernel registrations (`Register_*`) in
 # tflite-micro's _runtime.so (wheel 0.dev20261023), which registers every kernel it has.
@@ -144,101 +140,25 @@ def _sidecar(path: Path) -> dict:
     return keep
 
 
-@contextmanager
-def _capture_stderr_fd():
-    """Collect what C++ code writes to file descriptor 2 (TFLite Micro's MicroPrintf)."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    out = {"text": ""}
-    with tempfile.TemporaryFile() as tmp:
-        os.dup2(tmp.fileno(), 2)
-        try:
-            yield out
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-            tmp.seek(0)
-            out["text"] = tmp.read().decode("utf-8", "replace")
+def _open(path, backend: str, **options):
+    """A runtime Classifier on `backend`, one thread (as on a device, and reproducible)."""
+    from ..runtime import load as open_model
+
+    return open_model(path, backend=backend, threads=1, options=options or None)
 
 
-def _interpreter(data: bytes, arena: int):
-    """A TFLite Micro interpreter, or McuError carrying TFLite Micro's own complaint."""
-    runtime = require("tflite_micro", "mcu", "the microcontroller target").runtime
-    with _capture_stderr_fd() as err:
-        try:
-            return runtime.Interpreter.from_bytes(data, arena_size=arena)
-        except RuntimeError:
-            pass
-    lines = [ln.strip() for ln in err["text"].splitlines() if ln.strip()]
-    why = "; ".join(lines[-3:]) or "AllocateTensors failed"
-    raise McuError(f"TFLite Micro could not load the model with a {arena}-byte arena: {why}")
-
-
-_ARENA_RE = re.compile(r"Arena allocation (total|head|tail) (\d+) bytes")
-
-
-def arena_usage(interp) -> dict[str, int]:
-    """{'total', 'head', 'tail'} bytes from the interpreter's RecordingMicroAllocator report."""
-    with _capture_stderr_fd() as err:
-        interp.print_allocations()
-    found = {k: int(v) for k, v in _ARENA_RE.findall(err["text"])}
-    if "total" not in found:
-        raise McuError(f"TFLite Micro printed no arena report: {err['text'][:200]!r}")
-    return found
-
-
-def _to_input(x01: np.ndarray, info: TensorInfo) -> np.ndarray:
-    """Images in [0, 1] -> the model's input dtype and shape (one image per row)."""
-    x = x01.reshape((len(x01),) + tuple(info.shape[1:]))
-    if info.dtype in ("int8", "uint8", "int16"):
-        lo, hi = np.iinfo(info.dtype).min, np.iinfo(info.dtype).max
-        return np.clip(np.round(x / info.scale) + info.zero_point, lo, hi).astype(info.dtype)
-    return x.astype(np.float32)
-
-
-def _dequantize(y: np.ndarray, info: TensorInfo) -> np.ndarray:
-    if info.scale is None or info.dtype.startswith("float"):
-        return y.astype(np.float32)
-    return (y.astype(np.float32) - info.zero_point) * info.scale
-
-
-def run_tflm(data: bytes, inputs: np.ndarray, arena: int, progress: bool = True,
-             label: str = "TFLite Micro") -> tuple[np.ndarray, dict, float]:
-    """Raw outputs for each input row (batch 1, as on a device), arena usage, seconds."""
+def run_raw(clf, inputs: np.ndarray, progress: bool = False, label: str = "") -> tuple:
+    """Raw outputs for prepared inputs (batch 1 per call, as on a device), and the seconds."""
     from ..progress import progress_bar
 
-    interp = _interpreter(data, arena)
     outs = []
     t0 = time.perf_counter()
-    with progress_bar(label, len(inputs), progress) as advance:
-        for i, x in enumerate(inputs):
-            interp.set_input(x[None], 0)
-            interp.invoke()
-            outs.append(interp.get_output(0).reshape(-1).copy())
-            if (i + 1) % 100 == 0 or i + 1 == len(inputs):
-                advance(100 if (i + 1) % 100 == 0 else (i + 1) % 100)
+    with progress_bar(label or clf.backend.name, len(inputs), progress) as advance:
+        for i in range(0, len(inputs), 100):
+            outs.append(clf.run_raw(inputs[i:i + 100]))
+            advance(len(outs[-1]))
     seconds = time.perf_counter() - t0
-    if not len(inputs):  # the allocation report is complete only after an invoke
-        interp.set_input(np.zeros((1,) + inputs.shape[1:], inputs.dtype), 0)
-        interp.invoke()
-    return np.stack(outs) if outs else np.zeros((0, 0)), arena_usage(interp), seconds
-
-
-def run_litert(data: bytes, inputs: np.ndarray, xnnpack: bool = False) -> np.ndarray:
-    """Raw outputs from LiteRT on the same flatbuffer, batch 1 (the file's fixed shape)."""
-    litert = require("ai_edge_litert.interpreter", "runtime", "the LiteRT comparison")
-    resolver = litert.OpResolverType
-    interp = litert.Interpreter(model_content=data, experimental_op_resolver_type=(
-        resolver.AUTO if xnnpack else resolver.BUILTIN_WITHOUT_DEFAULT_DELEGATES))
-    interp.allocate_tensors()
-    i_idx = interp.get_input_details()[0]["index"]
-    o_idx = interp.get_output_details()[0]["index"]
-    outs = []
-    for x in inputs:
-        interp.set_tensor(i_idx, x[None])
-        interp.invoke()
-        outs.append(interp.get_tensor(o_idx).reshape(-1).copy())
-    return np.stack(outs) if outs else np.zeros((0, 0))
+    return (np.concatenate(outs) if outs else np.zeros((0, 0))), seconds
 
 
 def evaluate(path: str | Path, *, images: np.ndarray | None = None,
@@ -255,7 +175,6 @@ def evaluate(path: str | Path, *, images: np.ndarray | None = None,
     if report.missing_ops:
         raise McuError(f"{path} uses operators TFLite Micro has no kernel for: "
                        f"{', '.join(report.missing_ops)}")
-    data = Path(path).read_bytes()
     if images is None:
         from ..data import load_mnist
 
@@ -263,26 +182,29 @@ def evaluate(path: str | Path, *, images: np.ndarray | None = None,
         images, labels = m.x_test, m.y_test
     if limit is not None:
         images, labels = images[:limit], None if labels is None else labels[:limit]
-    inputs = _to_input(np.asarray(images, np.float32) / 255.0, report.input)
-
-    # A generous arena first, to learn what the interpreter really allocates ...
-    _, usage, _ = run_tflm(data, inputs[:1], arena=2 * len(data) + (4 << 20), progress=False)
+    # A generous arena first, to learn what the interpreter really allocates (the arena
+    # does not depend on the pixels) ...
+    probe = _open(path, "tflite-micro")
+    probe.run_raw(probe.prepare(np.zeros((1, 28, 28), np.uint8)))
+    usage = probe.backend.arena_usage()
     report.arena_bytes, report.arena_head = usage["total"], usage.get("head", 0)
     report.arena_tail = usage.get("tail", 0)
+    del probe
     # ... then the whole evaluation in exactly that much: the figure firmware can use.
-    raw, usage2, seconds = run_tflm(data, inputs, arena=report.arena_bytes, progress=progress,
-                                    label=f"TFLite Micro {report.name}")
-    report.arena_verified = True  # run_tflm raises when the arena is too small
+    clf = _open(path, "tflite-micro", arena_bytes=report.arena_bytes)
+    report.arena_verified = True  # opening raises McuError when the arena is too small
+    inputs = clf.prepare(images) if len(images) else \
+        np.zeros((0,) + clf.backend.input.shape[1:], clf.in_dtype)
+    raw, seconds = run_raw(clf, inputs, progress, label=f"TFLite Micro {report.name}")
     report.tflm_version = _tflm_version()
     report.n_images = len(inputs)
     report.host_ms_per_image = 1000 * seconds / max(1, len(inputs))
-    out = _dequantize(raw, report.output)
-    if labels is not None and len(out):
-        report.accuracy = float(np.mean(out.argmax(1) == np.asarray(labels)))
-    if compare and len(out):
-        report.litert = _compare(run_litert(data, inputs), raw, labels, report.output)
-        report.litert_xnnpack = _compare(run_litert(data, inputs, xnnpack=True), raw, labels,
-                                         report.output)
+    if labels is not None and len(raw):
+        report.accuracy = float(np.mean(clf.dequantize(raw).argmax(1) == np.asarray(labels)))
+    if compare and len(raw):
+        for attr, backend in (("litert", "litert-ref"), ("litert_xnnpack", "litert")):
+            ref_raw, _ = run_raw(_open(path, backend), inputs)
+            setattr(report, attr, _compare(ref_raw, raw, labels, clf, report.output))
     report.ram_allowance, report.flash_allowance = ram_allowance, flash_allowance
     report.fits = [f.as_dict() for f in dev.fit(report.arena_bytes, report.flash_bytes,
                                                 dev.get_devices(devices), ram_allowance,
@@ -290,8 +212,8 @@ def evaluate(path: str | Path, *, images: np.ndarray | None = None,
     return report
 
 
-def _compare(ref_raw: np.ndarray, raw: np.ndarray, labels, info: TensorInfo) -> dict:
-    ref, out = _dequantize(ref_raw, info), _dequantize(raw, info)
+def _compare(ref_raw: np.ndarray, raw: np.ndarray, labels, clf, info: TensorInfo) -> dict:
+    ref, out = clf.dequantize(ref_raw), clf.dequantize(raw)
     res = {"accuracy": None if labels is None else float(np.mean(ref.argmax(1) == np.asarray(labels))),
            "agreement": float(np.mean(ref.argmax(1) == out.argmax(1))),
            "max_abs_diff": float(np.abs(ref - out).max()), "max_diff_steps": None}

@@ -10,28 +10,26 @@ from typing import Annotated, List, Optional
 import typer
 
 
-class Figure(str, Enum):
-    digits = "digits"
-    predictions = "predictions"
-    confusion = "confusion"
-    misclassified = "misclassified"
-    curves = "curves"
-    features = "features"
-    weights = "weights"
-    pareto = "pareto"
+def _figure_names() -> list[str]:
+    from .registry import FIGURES  # numpy only: cheap enough for `mnistopt --help`
+
+    return list(FIGURES)
+
+
+Figure = Enum("Figure", {name: name for name in _figure_names()}, type=str)
 
 
 def report_command(
-    out: Annotated[Optional[Path], typer.Option(help="Folder for the PNGs [default: workspace/reports/img]; the docs use docs/img")] = None,
-    run: Annotated[Optional[Path], typer.Option(help="Run directory whose native model makes the predictions [default: workspace/runs/torch-seed]")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Folder for the PNGs (default: workspace/reports/img); the docs use docs/img")] = None,
+    run: Annotated[Optional[Path], typer.Option(help="Run directory whose native model makes the predictions (default: workspace/runs/torch-seed)")] = None,
     model: Annotated[Optional[Path], typer.Option(help="Exported .onnx/.tflite to predict with instead, through the lean runtime")] = None,
-    bench: Annotated[Optional[Path], typer.Option(help="Benchmark JSON for the Pareto plot [default: newest under workspace/reports/]")] = None,
-    figure: Annotated[Optional[List[Figure]], typer.Option(case_sensitive=False, help="Draw only this figure (repeatable) [default: all]")] = None,
+    bench: Annotated[Optional[Path], typer.Option(help="Benchmark report for the Pareto plot, from mnistopt bench --json (default: newest under workspace/reports/)")] = None,
+    figure: Annotated[Optional[List[Figure]], typer.Option(case_sensitive=False, help="Draw only this figure (repeatable) (default: all)")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print files written, skipped figures and their numbers as JSON")] = False,
 ) -> None:
     """Draw figures (PNG): sample digits, predictions, confusion matrix, errors, int8 weight error, Pareto."""
     from ..workspace import workspace
-    from . import FIGURES, build_report
+    from .registry import FIGURES, build_report
 
     if run is not None and model is not None:
         from ..errors import ConfigError
@@ -45,7 +43,7 @@ def report_command(
                                "facts": rep.facts}, default=float))
         return
     for p in rep.written:
-        typer.echo(f"{p}  ({p.stat().st_size / 1024:.0f} KB)  {FIGURES[p.stem]}")
+        typer.echo(f"{p}  ({p.stat().st_size / 1024:.0f} KB)  {FIGURES[p.stem].about}")
     for f, why in rep.skipped.items():
         typer.echo(f"skipped {f}: {why}")
     if "predictions" in rep.facts:

@@ -14,9 +14,19 @@ own scale/zero-point). Image files: `mnistopt.runtime.preprocess.load_images` (n
 Benchmark fast path: `x = clf.prepare(images)` outside the clock, then time `clf.run_raw(x)`
 (one backend call, raw output) or `clf.logits_prepared(x)` (plus dequantization).
 
-Imports numpy and, lazily, onnxruntime or ai_edge_litert: only the one the model needs.
+Backends (`BACKENDS`; `Backend` is the contract): onnxruntime (ONNX, the default), litert
+(TFLite with XNNPACK, the default), litert-ref (LiteRT's builtin kernels, no delegate) and
+tflite-micro (the `mcu` extra). `load(path, backend="litert-ref")` picks one;
+`load(path, profile=True)` turns on onnxruntime's profiler (`clf.backend.end_profiling()`);
+`open_backend(...)` gives the bare backend (raw tensors, no image handling).
+
+Imports numpy and, lazily, onnxruntime or ai_edge_litert: only the one the model needs
+(extras `runtime-onnx`, `runtime-tflite`, or `runtime` for both).
 """
 
-from .classifier import SCHEMA, Classifier, detect_format, images_array, load
+from .backends import BACKENDS, DEFAULT_BACKEND, Backend, TensorInfo, detect_format, open_backend
+from .classifier import SCHEMA, Classifier, images_array, input_layout, load, logits_in_batches
 
-__all__ = ["SCHEMA", "Classifier", "detect_format", "images_array", "load"]
+__all__ = ["BACKENDS", "DEFAULT_BACKEND", "SCHEMA", "Backend", "Classifier", "TensorInfo",
+           "detect_format", "images_array", "input_layout", "load", "logits_in_batches",
+           "open_backend"]

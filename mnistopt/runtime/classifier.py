@@ -10,40 +10,18 @@ import numpy as np
 
 from ..artifact import read_sidecar
 from ..errors import InputError, ModelLoadError
-from .backends import BACKENDS, TensorInfo, physical_cores
+from .backends import TensorInfo, detect_format, open_backend
 
 SCHEMA = "mnistopt.artifact/1"
 N_CLASSES = 10
 # Dynamic-batch models run in chunks of at most this many images: bounds the activation memory
 # (a 10k batch through a conv net is GBs) while keeping per-call overhead negligible.
 MAX_BATCH = 1024
+# Batch size for whole-test-set figures (export validation, parity): dynamic-range models pick
+# their activation scale per batch, so the batching is part of the result and is fixed here.
+EVAL_BATCH = 1000
 # Model input shapes (batch first, -1 = free) an MNIST classifier may have, by layout name.
 LAYOUTS = {"NCHW": (1, 28, 28), "NHWC": (28, 28, 1), "NHW": (28, 28), "flat": (784,)}
-
-
-def detect_format(path: Path) -> str:
-    """'tflite' or 'onnx' from the file's first bytes (its name may lie, or be missing)."""
-    try:
-        with open(path, "rb") as f:
-            head = f.read(16)
-    except FileNotFoundError:
-        raise ModelLoadError(f"{path}: no such model file") from None
-    except IsADirectoryError:
-        raise ModelLoadError(f"{path}: is a directory, not a model file (.onnx or .tflite)"
-                             ) from None
-    except OSError as exc:
-        raise ModelLoadError(f"{path}: cannot read the model file: {exc.strerror}") from None
-    if len(head) >= 8 and head[4:8] == b"TFL3":  # flatbuffer file identifier
-        return "tflite"
-    # An ONNX ModelProto is a protobuf whose first field is ir_version (field 1, varint): 0x08.
-    # Older exporters may put another field first, so a .onnx name is accepted as well.
-    if head[:1] == b"\x08" or (path.suffix.lower() == ".onnx" and head[:1] in (b"\x12", b"\x1a",
-                                                                                  b"\x22", b"\x3a")):
-        return "onnx"
-    if not head:
-        raise ModelLoadError(f"{path}: the file is empty, not a model")
-    raise ModelLoadError(f"{path}: not an ONNX or TFLite model (neither a TFLite flatbuffer nor "
-                         "an ONNX protobuf); pass a file written by `mnistopt export`")
 
 
 def read_metadata(path: Path, fmt: str, embedded: dict) -> dict:
@@ -64,7 +42,7 @@ def read_metadata(path: Path, fmt: str, embedded: dict) -> dict:
     return meta
 
 
-def _layout(shape: tuple, hint: str | None, fmt: str, path: Path) -> str:
+def input_layout(shape, fmt: str, hint: str | None = None, path="model") -> str:
     """Which LAYOUTS entry the model's input shape is (the model decides; metadata breaks ties)."""
     rest = shape[1:]
     fits = [name for name, dims in LAYOUTS.items()
@@ -104,13 +82,14 @@ class Classifier:
     (the model's raw output, int8 for int8 models) or `clf.logits_prepared(x)` (float logits).
     """
 
-    def __init__(self, path, backend, metadata: dict, threads: int, device: str):
+    def __init__(self, path, backend, metadata: dict):
         self.path, self.format, self.metadata = Path(path), backend.format, metadata
-        self.threads, self.device, self.providers = threads, device, list(backend.providers)
-        self._backend = backend
+        self.threads, self.device = backend.threads, backend.device
+        self.providers = list(backend.providers)
+        self.backend = backend  # the library binding: backend.name, end_profiling(), ...
         inp, out = backend.input, backend.output
         side_in, side_out = metadata.get("input") or {}, metadata.get("output") or {}
-        self.layout = _layout(inp.shape, side_in.get("layout"), self.format, self.path)
+        self.layout = input_layout(inp.shape, self.format, side_in.get("layout"), self.path)
         self._check_output(out.shape)
         labels = metadata.get("labels")
         self.labels = [str(v) for v in labels] if labels and len(labels) == N_CLASSES else \
@@ -153,15 +132,17 @@ class Classifier:
 
     @property
     def input_spec(self) -> dict:
-        """What the model takes: name, shape (-1 = free), layout, dtype, scale, zero_point."""
-        b = self._backend.input
+        """What the model takes: name, shape (-1 = free), layout, dtype, the pixel range that
+        scale and zero_point (integer inputs) quantize, scale, zero_point."""
+        b = self.backend.input
         scale, zp = self.in_quant or (None, None)
         return {"name": b.name, "shape": list(b.shape), "layout": self.layout,
-                "dtype": self.in_dtype.name, "scale": scale, "zero_point": zp}
+                "dtype": self.in_dtype.name, "range": [0.0, 1.0], "scale": scale,
+                "zero_point": zp}
 
     @property
     def output_spec(self) -> dict:
-        b = self._backend.output
+        b = self.backend.output
         scale, zp = self.out_quant or (None, None)
         return {"name": b.name, "shape": list(b.shape), "dtype": self.out_dtype.name,
                 "scale": scale, "zero_point": zp, "kind": self.output_kind}
@@ -193,14 +174,17 @@ class Classifier:
 
     def logits_prepared(self, x: np.ndarray) -> np.ndarray:
         """`run_raw` plus dequantization: float32 (N, 10) scores."""
-        y = self.run_raw(x)
+        return self.dequantize(self.run_raw(x))
+
+    def dequantize(self, y: np.ndarray) -> np.ndarray:
+        """The model's raw (N, 10) output -> float32 scores (int8 outputs dequantized)."""
         if self.out_quant is not None:
             scale, zp = self.out_quant
             y = (y.astype(np.float32) - np.float32(zp)) * np.float32(scale)
         elif y.dtype != np.float32:
             y = y.astype(np.float32)
         if y.ndim != 2 or y.shape[1] != N_CLASSES:
-            y = y.reshape(len(x), -1)
+            y = y.reshape(len(y), -1)
             if y.shape[1] != N_CLASSES:
                 raise ModelLoadError(f"{self.path}: not an MNIST classifier: it returned "
                                      f"{y.shape[1]} scores per image, not {N_CLASSES}")
@@ -280,18 +264,26 @@ def images_array(images) -> np.ndarray:
     return np.clip(x, 0.0, 1.0) if lo < 0 or hi > 1 else np.ascontiguousarray(x)
 
 
-def load(path, *, threads: int | None = None, device: str = "cpu") -> Classifier:
+def logits_in_batches(clf: Classifier, images, batch: int = EVAL_BATCH,
+                      advance=None) -> np.ndarray:
+    """float32 (N, 10) logits of `images`, `batch` at a time; `advance(n)` after each batch."""
+    out = []
+    for j in range(0, len(images), batch):
+        out.append(clf.logits(images[j:j + batch]))
+        if advance:
+            advance(len(out[-1]))
+    return np.concatenate(out) if out else np.zeros((0, N_CLASSES), np.float32)
+
+
+def load(path, *, threads: int | None = None, device: str = "cpu", backend: str | None = None,
+         profile: bool = False, options: dict | None = None) -> Classifier:
     """Open an exported MNIST classifier (.onnx or .tflite, detected from its bytes).
 
     threads: intra-op threads (default: this machine's physical cores); device: 'cpu', or
-    'cuda[:N]' for ONNX models where onnxruntime's CUDA provider is installed (DeviceError if not).
+    'cuda[:N]' for ONNX models where onnxruntime's CUDA provider is installed (DeviceError if not);
+    backend: a `BACKENDS` name (default: onnxruntime for ONNX, litert for TFLite); profile: the
+    backend's profiler on (`clf.backend.end_profiling()`); options: backend settings.
     """
-    path = Path(path)
-    fmt = detect_format(path)
-    if threads is not None and (not isinstance(threads, int) or threads < 1):
-        from ..errors import ConfigError
-        raise ConfigError(f"threads must be a positive integer, got {threads!r}")
-    n_threads = threads or physical_cores()
-    backend = BACKENDS[fmt](path, n_threads, str(device).lower())
-    meta = read_metadata(path, fmt, backend.custom_metadata)
-    return Classifier(path, backend, meta, n_threads, str(device).lower())
+    b = open_backend(path, backend, threads=threads, device=device, profile=profile,
+                     options=options)
+    return Classifier(path, b, read_metadata(Path(path), b.format, b.custom_metadata))

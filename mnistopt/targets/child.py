@@ -1,11 +1,9 @@
-"""Benchmark one model in a fresh process: cold start and peak RSS first, then accuracy and latency.
+"""Measure one model in a fresh process: cold start and peak RSS first, then accuracy and latency.
 
-    python -m mnistopt.bench.child --backend B --path P --data TEST.npz --out RESULT.json [...]
+    python -m mnistopt.targets.child --backend B --path P --data TEST.npz --out RESULT.json [...]
 
-A fresh process per model means the cold start is real (nothing imported or cached yet), the
-memory figure belongs to that backend alone, and one framework's thread pool (torch's OpenMP
-threads keep spinning after a call) cannot slow the next model's timings. The only modules
-imported before the clock are the standard library; the backend then imports what it needs.
+Started by the cpu/gpu target (`local.py`) once per model. The only modules imported before
+the clock are the standard library; the backend then imports what it needs.
 """
 
 from __future__ import annotations
@@ -36,7 +34,7 @@ def _peak_rss_bytes() -> int:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m mnistopt.bench.child")
+    p = argparse.ArgumentParser(prog="python -m mnistopt.targets.child")
     p.add_argument("--backend", required=True)
     p.add_argument("--path", required=True, type=Path)
     p.add_argument("--data", required=True, type=Path)
@@ -60,7 +58,10 @@ def main(argv=None) -> int:
         out["error"] = f"{type(exc).__name__}: {exc}"
         out["error_type"] = "DeviceError" if isinstance(exc, DeviceError) else type(exc).__name__
         code = 1
-    a.out.write_text(json.dumps(out))
+    from ..fsutil import write_text
+
+    # Atomic: the parent takes a file that exists for a whole result.
+    write_text(a.out, json.dumps(out))
     return code
 
 

@@ -1,5 +1,7 @@
 """`mnistopt demo`: the whole job on the defaults — data, train, export, bench, report.
 
+It sits above every part it drives (data -> train -> export -> bench); no part imports it.
+
 Each step is skipped when its outputs are already there (a run's metrics.json, an artifact
 file, a report newer than every model), unless --force. Training defaults are chosen to finish
 in a few minutes on a 2-core laptop-class CPU, not for the best accuracy.
@@ -9,8 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import Enum
-from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -51,10 +52,10 @@ def _say(msg: str) -> None:
 def demo(*, force: bool = False, until: str = "bench", frameworks=("torch", "keras", "tf"),
          iters: int = 200, budget_s: float = 1.0, progress: bool = True) -> dict | None:
     """Run the pipeline; return the benchmark report (None when stopped before the bench)."""
-    from ..data import load_mnist
-    from ..errors import MnistoptError
-    from ..train import TrainConfig, load_run, train
-    from ..workspace import workspace
+    from .data import load_mnist
+    from .errors import MnistoptError
+    from .train import TrainConfig, load_run, train
+    from .workspace import workspace
 
     order = [s.value for s in Step]
     stop = order.index(until)
@@ -83,8 +84,8 @@ def demo(*, force: bool = False, until: str = "bench", frameworks=("torch", "ker
     if stop < 2:
         return None
 
-    from ..export import export
-    from ..export.api import default_path
+    from .export import export
+    from .export.api import default_path
 
     for run in runs:
         for fmt in FORMATS:
@@ -105,8 +106,10 @@ def demo(*, force: bool = False, until: str = "bench", frameworks=("torch", "ker
     if stop < 3:
         return None
 
-    from . import report as R
-    from .api import Options, bench
+    from .bench import report as R
+    from .bench.api import bench
+    from .fsutil import write_text
+    from .targets.base import Settings
 
     reports = ws / "reports"
     js, md, png = reports / "bench.json", reports / "bench.md", reports / "bench.png"
@@ -118,12 +121,12 @@ def demo(*, force: bool = False, until: str = "bench", frameworks=("torch", "ker
         rep = R.load_json(js)
     else:
         _say(f"[4/5] bench: {len(runs)} runs and their artifacts, each in a fresh process")
-        rep = bench([r.path for r in runs],
-                    Options(device="cpu", iters=iters, budget_s=budget_s, progress=progress))
+        settings = Settings(iters=iters, budget_s=budget_s, progress=progress)
+        rep = bench([r.path for r in runs], settings, device="cpu")
         R.save_json(rep, js)
     _say(f"[5/5] report: {js}, {md}, {png}")
     R.plot(rep, png)
-    R.write_text_atomic(md, R.markdown(rep, png.name))
+    write_text(md, R.markdown(rep, png.name))
     R.print_table(rep)
     return rep
 
@@ -138,7 +141,7 @@ def demo_command(
 ) -> None:
     """Data -> train -> export (ONNX + TFLite, fp32 + int8) -> bench -> report, on the defaults,
     skipping what is already done. Writes workspace/reports/bench.{json,md,png}."""
-    from ..errors import ConfigError
+    from .errors import ConfigError
 
     fws = tuple(f.strip() for f in frameworks.split(",") if f.strip())
     bad = [f for f in fws if f not in {r.framework for r in DEMO_RUNS}]

@@ -1,5 +1,5 @@
-"""Backends: one interface over exported files (onnxruntime, LiteRT) and native models (torch,
-keras, tf), each imported only when used.
+"""Backends of the local (cpu/gpu) target: one interface over exported files (through
+`mnistopt.runtime`) and native models (torch, keras, tf), each imported only when used.
 
 A backend opens a model once and returns a session with ``prepare(uint8 images)`` (outside the
 clock: dtype, layout, device copy) and ``run(prepared) -> (N, 10) logits`` (the timed call).
@@ -8,12 +8,9 @@ clock: dtype, layout, device copy) and ``run(prepared) -> (N, 10) logits`` (the 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable
 
-import numpy as np
-
-from ..errors import DeviceError
+from ..errors import DeviceError, RunError
 
 
 @dataclass(frozen=True)
@@ -97,7 +94,6 @@ class _TFNative:
         with self.tf.device(self.dev):
             return self.tf.constant(to_input(images, self.run_.layout))
 
-
 class _Keras(_TFNative):
     def __init__(self, run_dir, threads, device):
         super().__init__(run_dir, threads, device)
@@ -118,7 +114,7 @@ class _TF(_TFNative):
         super().__init__(run_dir, threads, device)
         path = self.run_.native_path
         if not path.is_dir():
-            raise ValueError(f"{path}: not a SavedModel directory")
+            raise RunError(f"{path}: not a SavedModel directory")
         with self.tf.device(self.dev):
             self.loaded = self.tf.saved_model.load(str(path))
         self.fn = self.loaded.signatures["serving_default"]
@@ -129,7 +125,6 @@ class _TF(_TFNative):
         with self.tf.device(self.dev):
             out = self.fn(**{self.input_name: x})
         return next(iter(out.values())).numpy()
-
 
 
 register(Backend("onnxruntime", "artifact", _open_artifact, "onnxruntime", ("cpu", "gpu")))
@@ -152,11 +147,9 @@ def get_backend(name: str) -> Backend:
         raise ConfigError(f"unknown backend '{name}'; choose one of: {', '.join(BACKENDS)}") from None
 
 
-def logits_all(session, images: np.ndarray, chunk: int = 500) -> np.ndarray:
+def logits_all(session, images, chunk: int = 500):
+    import numpy as np
+
     out = [np.asarray(session.run(session.prepare(images[i:i + chunk])))
            for i in range(0, len(images), chunk)]
     return np.concatenate(out).astype(np.float32) if out else np.zeros((0, 10), np.float32)
-
-
-def artifact_path_ok(path: Path) -> bool:
-    return path.suffix.lower() in ARTIFACT_BACKEND

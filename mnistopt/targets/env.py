@@ -1,6 +1,6 @@
 """The environment a benchmark ran in: CPU model and SIMD flags, cores, library versions.
 
-Standard library only (the ARM worker records it on the device too).
+Standard library only: the device-side worker records it on the device too.
 """
 
 from __future__ import annotations
@@ -9,6 +9,8 @@ import os
 import platform
 import sys
 from importlib import metadata
+
+from ..hw import usable_cores
 
 # Flags that decide which int8 kernels a runtime can use.
 # x86: avx2 (the baseline of ORT/XNNPACK fast paths), VNNI (int8 dot products: avx512_vnni or
@@ -22,39 +24,19 @@ LIBRARIES = ("numpy", "onnxruntime", "onnxruntime-gpu", "ai-edge-litert", "torch
 
 
 def cpu_info() -> dict:
-    """Model, machine and the SIMD flags that matter; mnistopt.hw's reading when present."""
-    out = _cpu_info_proc()
-    try:
-        from ..hw import cpu_info as hw_cpu_info
+    """Model, machine and the SIMD flags that matter, as `mnistopt.hw` reads them."""
+    from ..hw import cpu_info as hw_cpu_info
 
-        hw = hw_cpu_info()
-        out.update(model=hw.model, machine=hw.machine, vnni=hw.vnni, dotprod=hw.arm_dotprod,
-                   avx2=hw.avx2, int8_flags=hw.int8_flags(), cpus=hw.cores)
-    except Exception:  # an older copy of the package on a device: /proc/cpuinfo suffices
-        pass
-    return out
-
-
-def _cpu_info_proc() -> dict:
-    model, flags = platform.processor() or platform.machine(), set()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                key, _, value = line.partition(":")
-                key = key.strip().lower()
-                if key in ("model name", "hardware", "cpu model") and model in ("", platform.machine(), platform.processor()):
-                    model = value.strip()
-                elif key in ("flags", "features") and not flags:
-                    flags = set(value.split())
-    except OSError:
-        pass
+    hw = hw_cpu_info()
     return {
-        "model": model,
-        "machine": platform.machine(),
-        "flags": sorted(f for f in flags if f in INTERESTING_FLAGS),
-        "avx2": "avx2" in flags,
-        "vnni": bool(flags & {"avx512_vnni", "avx512vnni", "avx_vnni"}),
-        "dotprod": "asimddp" in flags,
+        "model": hw.model,
+        "machine": hw.machine,
+        "flags": sorted(f for f in hw.flags if f in INTERESTING_FLAGS),
+        "avx2": hw.avx2,
+        "vnni": hw.vnni,
+        "dotprod": hw.arm_dotprod,
+        "int8_flags": hw.int8_flags(),
+        "cpus": hw.cores,
     }
 
 
@@ -70,10 +52,7 @@ def library_versions(names=LIBRARIES) -> dict:
 
 def environment(threads: int | None = None) -> dict:
     """One dict describing this machine, for the report and for comparing runs."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        cores = os.cpu_count() or 1
+    cores = usable_cores()
     try:
         load = list(os.getloadavg())
     except OSError:

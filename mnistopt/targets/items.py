@@ -1,55 +1,17 @@
-"""The benchmark: find what to measure, measure each in a fresh process, collect one report.
+"""What to measure: files, run directories and folders -> `Item`s, in a stable order.
 
-`discover(paths)` turns files / run directories / folders into `Item`s; `run_bench(items,
-options)` hands them to the device target (cpu and gpu here; arm and mcu in their own
-packages, see `targets.py`) and returns the report dict (schema in `report.py`).
+`artifact_item(path)` for one exported file, `native_item(run_dir)` for a run's native model,
+`discover(paths)` for anything a user names (default: the workspace's runs).
 """
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-import tempfile
-import time
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ..artifact import read_sidecar
-from ..errors import ConfigError, DeviceError, RunError
+from ..errors import ConfigError, RunError
 from .backends import ARTIFACT_BACKEND, NATIVE_FOR_FRAMEWORK
-
-
-@dataclass
-class Item:
-    """One thing to benchmark: an exported file or a run directory's native model."""
-
-    id: str  # stable name across runs, the key for --baseline
-    kind: str  # "artifact" | "native"
-    path: Path
-    backend: str
-    framework: str | None = None
-    arch: str | None = None
-    format: str | None = None  # onnx | tflite | native
-    quant: str | None = None  # fp32 | int8 | dynamic | fp16 | None for native
-    file_bytes: int = 0
-    params: int | None = None
-    macs: int | None = None
-    meta: dict = field(default_factory=dict)
-
-
-@dataclass
-class Options:
-    device: str = "cpu"
-    batch_sizes: list = field(default_factory=lambda: [1, 32, 256])
-    threads: int | None = None
-    warmup: int = 20
-    iters: int = 300
-    budget_s: float = 3.0  # cap on timed seconds per (model, batch size)
-    coldstart: bool = True
-    progress: bool = True
-    arm: object = None  # mnistopt.arm.target.ArmOptions for --device arm (target, emulate, cpu)
+from .base import Item
 
 
 def _dir_bytes(path: Path) -> int:
@@ -157,74 +119,10 @@ def discover(paths: list[Path] | None = None) -> list[Item]:
 
 
 def write_test_npz(path: Path) -> None:
+    """MNIST's 10,000 test images and labels as the npz the child and the worker read."""
     import numpy as np
 
     from ..data import load_mnist
 
     m = load_mnist()
     np.savez(path, x_test=m.x_test, y_test=m.y_test)
-
-
-def run_child(item: Item, opts: Options, data: Path, workdir: Path, timeout: float = 900) -> dict:
-    """Benchmark one item in a fresh interpreter; returns the child's result dict."""
-    out = workdir / f"{abs(hash(item.id))}.json"
-    cmd = [sys.executable, "-m", "mnistopt.bench.child", "--backend", item.backend,
-           "--path", str(item.path), "--data", str(data), "--out", str(out),
-           "--batch-sizes", ",".join(map(str, opts.batch_sizes)), "--warmup", str(opts.warmup),
-           "--iters", str(opts.iters), "--budget", str(opts.budget_s), "--device", opts.device]
-    if opts.threads:
-        cmd += ["--threads", str(opts.threads)]
-    env = dict(os.environ)
-    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up chatter is not a result
-    t_spawn = time.time()
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
-    except subprocess.TimeoutExpired:
-        return {"error": f"timed out after {timeout:.0f} s", "error_type": "Timeout"}
-    if not out.is_file():
-        tail = (proc.stderr or "").strip().splitlines()[-3:]
-        return {"error": f"worker exited {proc.returncode}: {' | '.join(tail)}", "error_type": "Crash"}
-    res = json.loads(out.read_text())
-    cold = res.get("coldstart")
-    if cold:
-        # From spawning the interpreter to the first answer: what a user of a CLI tool waits.
-        cold["total_s"] = cold.pop("wall_clock_done") - t_spawn
-    return res
-
-
-def measure_local(items: list[Item], opts: Options) -> list[dict]:
-    """The cpu/gpu target: every item in its own subprocess on this machine."""
-    from ..progress import progress_bar
-
-    records = []
-    with tempfile.TemporaryDirectory(prefix="mnistopt-bench-") as tmp:
-        work = Path(tmp)
-        data = work / "test.npz"
-        write_test_npz(data)
-        with progress_bar(f"bench ({opts.device})", len(items), opts.progress) as advance:
-            for item in items:
-                advance(0, info=item.id)
-                res = run_child(item, opts, data, work)
-                records.append(make_record(item, res, opts, latency_source="native"))
-                advance(1, info=item.id)
-    if items and all(r.get("error_type") == "DeviceError" for r in records):
-        looked = "; ".join(sorted({r["error"].split(": ", 1)[-1] for r in records}))
-        raise DeviceError(f"no backend can run on --device {opts.device}: {looked}")
-    return records
-
-
-def make_record(item: Item, res: dict, opts: Options, latency_source: str) -> dict:
-    """One result record (schema in report.py) from an item and what was measured for it."""
-    from .backends import BACKENDS
-
-    rec = {k: v for k, v in asdict(item).items() if k != "path"}
-    rec["path"] = str(item.path)
-    rec["backend_label"] = BACKENDS[item.backend].label if item.backend in BACKENDS else item.backend
-    rec["device"] = opts.device
-    rec["latency_source"] = latency_source  # native | remote | emulated
-    for key in ("accuracy", "n_images", "latency", "coldstart", "threads", "via",
-                "peak_rss_bytes_total", "eval_seconds", "error", "error_type"):
-        if key in res:
-            rec[key] = res[key]
-    rec.setdefault("latency", {})
-    return rec
