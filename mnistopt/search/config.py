@@ -20,10 +20,10 @@ class SearchConfig:
     timeout: float | None = None  # seconds for this invocation; running trials finish
     framework: str = "tf"  # trains fastest here on small depthwise nets; exports to both formats
     format: str = "tflite"
-    epochs: int = 4
+    epochs: int = 5
     batch_size: int = 128
     augment: bool = True
-    label_smoothing: float = 0.0
+    label_smoothing: float = 0.1  # helped every small net here (README: edge 99.51 %)
     train_images: int | None = 20000  # per trial, from the images left after validation
     val_images: int = 5000  # the last N training images: what trials are scored on
     seed: int = 0
