@@ -85,11 +85,12 @@ def test_search_on_a_postgresql_server(postgres, mnist, tmp_path):
     import optuna
 
     npz = tmp_path / "small.npz"
-    np.savez(npz, x_train=mnist.x_train[:800], y_train=mnist.y_train[:800],
-             x_test=mnist.x_test[:300], y_test=mnist.y_test[:300])
+    np.savez(npz, x_train=mnist.x_train[:2000], y_train=mnist.y_train[:2000],
+             x_test=mnist.x_test[:1000], y_test=mnist.y_test[:1000])
     cmd = [sys.executable, "-m", "mnistopt", "search", "--target", "mcu:m4-64k", "--data", str(npz),
-           "--out", str(tmp_path / "s"), "--epochs", "1", "--train-images", "600", "--val-images", "200",
-           "--trials", "2", "--workers", "2", "--storage", postgres, "--study", "pg", "--quiet"]
+           "--out", str(tmp_path / "s"), "--epochs", "1", "--train-images", "1000", "--val-images", "1000",
+           "--batch-size", "32", "--trials", "2", "--workers", "2", "--storage", postgres, "--study", "pg",
+           "--quiet"]
     r = subprocess.run(cmd, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-2000:]
     trials = optuna.load_study(study_name="pg", storage=postgres).trials

@@ -62,7 +62,8 @@ def finalize(study, cfg: SearchConfig, pick: int | None = None, epochs: int = 15
         within["params"] = arch.params <= cfg.max_params
     report = {
         "trial": t.number, "arch": arch.name, "arch_json": str(spec), "summary": arch.summary,
-        "epochs": epochs, "lr": lr, "framework": cfg.framework, "format": cfg.format,
+        "epochs": epochs, "train_images": int(len(mnist.x_train)), "lr": lr,
+        "framework": cfg.framework, "format": cfg.format,
         "params": arch.params, "macs": arch.macs,
         "test_accuracy_fp32": fp32["reference_accuracy"], "test_accuracy_int8": int8["candidate_accuracy"],
         "int8_minus_fp32_pp": 100 * (int8["candidate_accuracy"] - fp32["reference_accuracy"]),
@@ -81,6 +82,7 @@ def describe(report: dict, cfg: SearchConfig) -> str:
     f = report["figures"]
     figs = ", ".join(f"{k} {show(k, f.get(k))}" for k in cfg.target.metrics if f.get(k) is not None)
     ok = ", ".join(f"{k} {'ok' if v else 'OVER'}" for k, v in report["within_budget"].items()) or "no budget"
-    return (f"final {report['arch']} (trial {report['trial']}, {report['epochs']} epochs on 60,000 images): "
+    return (f"final {report['arch']} (trial {report['trial']}, {report['epochs']} epochs on "
+            f"{report['train_images']:,} images): "
             f"test accuracy int8 {report['test_accuracy_int8']:.2%}, fp32 {report['test_accuracy_fp32']:.2%} "
             f"({report['int8_minus_fp32_pp']:+.2f} pp); {figs}; {ok} -> {Path(report['arch_json']).parent}")

@@ -143,9 +143,13 @@ def work(cfg: SearchConfig, worker: int = 0, after_trial=None) -> None:
     """Run trials until the study has `cfg.trials` finished ones or this worker's time is up."""
     from .trial import Objective
 
+    import logging
+
     optuna = _optuna()
     study = open_study(cfg, worker)
     objective = Objective(cfg, load_data(cfg))
+    # Every trial traces new tf.functions; TensorFlow's "retracing" warning says nothing here.
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)
     t_end = time.time() + cfg.timeout if cfg.timeout else None
     while True:
         optuna.storages.fail_stale_trials(study)

@@ -32,12 +32,12 @@ FINISHED = ("COMPLETE", "PRUNED")
 class Pruner:
     """Stop a trial whose validation accuracy at some epoch is already out of the race.
 
-    From epoch `warmup` on (the first epochs of a one-cycle schedule still warm up and say
-    little) and after `startup` finished trials, a trial is pruned at epoch e when
+    Nothing is pruned before epoch `warmup` (a one-cycle schedule is still warming up and the
+    first epochs say little). From then on a trial near chance (below `floor`) is not learning;
+    and after `startup` finished trials, a trial is pruned at epoch e when
       * a finished trial at most as large (parameters and multiply-adds) was better at epoch e
         by `margin`: it is dominated already, whatever its target cost turns out to be; or
       * it is more than `gap` below the best finished trial's accuracy at epoch e.
-    A trial near chance (below `floor`) is not learning and is pruned at any epoch.
     """
 
     startup: int = 3
@@ -48,10 +48,12 @@ class Pruner:
 
     def reason(self, trial_number: int, epoch: int, acc: float, params: int, macs: int,
                finished: list) -> str | None:
+        if epoch < self.warmup:
+            return None
         if acc < self.floor:
             return f"validation accuracy {acc:.2%} after epoch {epoch}: not learning"
         done = [t for t in finished if len(t.user_attrs.get("val_curve", [])) >= epoch]
-        if len(done) < self.startup or epoch < self.warmup:
+        if len(done) < self.startup:
             return None
         for t in done:
             a = t.user_attrs["val_curve"][epoch - 1]
