@@ -260,8 +260,11 @@ def test_two_workers_share_one_study(small_npz, tmp_path):
     seeds = [t.user_attrs["seed"] for t in trials if "seed" in t.user_attrs]
     assert len(seeds) >= 2 and len(seeds) == len(set(seeds))  # each queued seed claimed once
     assert len({t.user_attrs["worker"] for t in trials}) == 2
-    arts = [t.user_attrs["artifact"] for t in trials if t.state.name == "COMPLETE"]
-    assert len(arts) == len(set(arts)) == 3 and all(os.path.isfile(a) for a in arts)
+    # Every trial trained in its own directory (complete, or pruned with its reason).
+    dirs = sorted(p.parent.name for p in out.glob("trials/*/arch.json"))
+    assert dirs == [f"{t.number:04d}" for t in trials if not t.user_attrs.get("static")]
+    assert len(dirs) >= 3
+    assert all(t.state.name == "COMPLETE" or t.user_attrs.get("pruned") for t in trials)
 
 
 @pytest.mark.slow
