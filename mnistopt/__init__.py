@@ -4,4 +4,8 @@ Importing the package imports nothing heavy; torch and TensorFlow load only in t
 that need them, and `mnistopt.runtime` needs only numpy + onnxruntime / ai_edge_litert.
 """
 
+from . import tfquiet
+
+tfquiet.install()  # before anything below can import TensorFlow; child processes inherit it
+
 __version__ = "0.1.0"

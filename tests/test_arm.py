@@ -311,6 +311,7 @@ def _template_onnx(path: Path, mnist) -> Path:
 
 @pytest.mark.arm
 @pytest.mark.slow
+@pytest.mark.network  # the first run prepares the emulator: pip downloads aarch64 wheels
 def test_emulated_run_matches_x86(tmp_path, mnist):
     """ONNX fp32 and int8 (QDQ) on aarch64 under qemu: fp32 within 1e-5 relative, int8 top-1
     agreement >= 99.9 %, on 2,000 real test images. Prepares the cache first if needed."""

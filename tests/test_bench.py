@@ -303,7 +303,7 @@ def test_cli_native_torch_run_and_its_export(tmp_path, tiny_mnist):
 
     from mnistopt.train import TrainConfig, load_run, train
 
-    run = train(TrainConfig(framework="torch", arch="edge", limit=256, batch_size=64),
+    run = train(TrainConfig(framework="torch", arch="edge", limit=256, batch_size=64, val_split=64),
                 tmp_path / "runs" / "torch-edge", data=tiny_mnist, progress=False)
     exp = run.path / "export"
     exp.mkdir()

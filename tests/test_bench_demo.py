@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 
 from mnistopt import pipeline as D
+from mnistopt.train import TrainConfig
 
 
 @pytest.mark.slow
@@ -12,6 +15,8 @@ def test_demo_pipeline_then_skips(tmp_path, monkeypatch, capsys, tiny_mnist):
     monkeypatch.setenv("MNISTOPT_WORKSPACE", str(tmp_path))
     monkeypatch.setattr(D, "DEMO_RUNS", (D.DemoRun("torch", "edge", 6, 512, "tiny"),))
     monkeypatch.setattr("mnistopt.data.load_mnist", lambda *a, **k: tiny_mnist)
+    # tiny_mnist has 512 training images, fewer than the default validation split of 5,000
+    monkeypatch.setattr("mnistopt.train.TrainConfig", functools.partial(TrainConfig, val_split=0))
     monkeypatch.setattr(D, "FORMATS", ("onnx",))
     rep = D.demo(frameworks=("torch",), iters=3, budget_s=0.05, progress=False)
     ids = {r["id"] for r in rep["results"]}

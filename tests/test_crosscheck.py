@@ -67,7 +67,8 @@ def models(small, tmp_path_factory):
     from mnistopt.train import TrainConfig, train
 
     root = tmp_path_factory.mktemp("parity")
-    run = train(TrainConfig(framework="torch", arch="lenet5", epochs=2, lr=3e-3, batch_size=32, limit=512),
+    run = train(TrainConfig(framework="torch", arch="lenet5", epochs=2, lr=3e-3, batch_size=32, limit=512,
+                            val_split=0),
                 root / "runs" / "torch-lenet5", data=small, progress=False)
     # One export call (one torch -> ONNX conversion); the matrix does the checking here.
     fp32 = next(a for a in export(run, "onnx", ["none", "dynamic"], data=small, progress=False,

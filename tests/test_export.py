@@ -48,6 +48,30 @@ def test_every_registered_combination_has_a_case():
         assert set(exp.modes) <= set(MODES) and set(exp.modes) <= set(exp.tolerances)
 
 
+def test_every_registered_path_implements_the_protocol():
+    from mnistopt.export.registry import ExportPath, load_path_module
+
+    for exp in EXPORTERS.values():
+        assert isinstance(load_path_module(exp.module), ExportPath), exp.module
+
+
+def test_a_path_short_of_the_protocol_fails_before_any_work(monkeypatch):
+    import types
+
+    from mnistopt.export.registry import load_path_module
+
+    fake = types.ModuleType("fake_path")
+    fake.convert = lambda run, workdir, ctx: None
+    fake.quantize = lambda fp32, mode, workdir, ctx: None  # the old signature, without run
+    fake.embed = lambda src, dst, meta: None
+    fake.read_embedded = lambda path: None
+    monkeypatch.setitem(sys.modules, "fake_path", fake)
+    with pytest.raises(TypeError) as e:
+        load_path_module("fake_path")
+    assert "lacks tools()" in str(e.value)
+    assert "quantize(fp32, mode, workdir, ctx) should be quantize(run, fp32, mode, workdir, ctx)" in str(e.value)
+
+
 @pytest.fixture(scope="module")
 def small(mnist):
     from mnistopt.data import MNIST
@@ -65,7 +89,8 @@ def runs(small, tmp_path_factory):
 
     def get(fw: str):
         if fw not in cache:
-            cfg = TrainConfig(framework=fw, arch="lenet5", epochs=1, lr=3e-3, batch_size=32, limit=4000)
+            cfg = TrainConfig(framework=fw, arch="lenet5", epochs=1, lr=3e-3, batch_size=32, limit=4000,
+                              val_split=0)
             cache[fw] = train(cfg, out=tmp_path_factory.mktemp(f"{fw}-run") / "run", data=small,
                               progress=False)
         return cache[fw]
@@ -184,8 +209,10 @@ def test_failed_validation_writes_nothing(runs, small, tmp_path):
 def test_unknown_format_and_mode(runs):
     with pytest.raises(ConfigError, match="unknown export format 'coreml'"):
         export(runs("torch"), "coreml")
-    with pytest.raises(ConfigError, match="unknown quantize mode 'int4'"):
+    with pytest.raises(ConfigError, match="unknown quantize mode 'int4'; choose one of: none, dynamic, int8, fp16, all"):
         export(runs("torch"), "onnx", "int4")
+    with pytest.raises(ConfigError, match="unknown export format 'coreml'"):
+        export("/nonexistent", "coreml")  # the choice is checked before the run is read
 
 
 def test_zero_calibration_samples(runs, tmp_path):
@@ -243,7 +270,32 @@ def test_cli_json_and_errors(runs, tmp_path):
 
     r = subprocess.run([sys.executable, "-m", "mnistopt", "export", str(run), "--format", "coreml"],
                        capture_output=True, text=True)
-    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert r.returncode == 2 and r.stderr.splitlines() == [
+        "error: unknown export format 'coreml'; choose one of: onnx, tflite, all"]
     r = subprocess.run([sys.executable, "-m", "mnistopt", "export", str(run), "-q", "int8",
                         "--calib-samples", "0"], capture_output=True, text=True)
-    assert r.returncode == 2 and "calib-samples" in r.stderr and "Traceback" not in r.stderr
+    assert r.returncode == 2 and r.stderr.splitlines() == [
+        "error: --calib-samples must be at least 1 for int8, got 0"]
+
+
+def test_cli_bare_quantize_exports_the_newest_run(runs, tmp_path):
+    """`mnistopt export --quantize` as typed: the workspace's newest run, static int8, validated."""
+    import os
+    import shutil
+    import time
+
+    ws = tmp_path / "ws"
+    shutil.copytree(runs("torch").path, ws / "runs" / "torch-old")
+    time.sleep(0.01)
+    shutil.copytree(runs("torch").path, ws / "runs" / "torch-lenet5")
+    os.utime(ws / "runs" / "torch-old" / "metrics.json", (1, 1))  # older than torch-lenet5's
+    (ws / "runs" / "unfinished").mkdir()  # no metrics.json: never chosen
+    r = subprocess.run([sys.executable, "-m", "mnistopt", "export", "--quantize", "--calib-samples", "64",
+                        "--json"], capture_output=True, text=True,
+                       env={**os.environ, "MNISTOPT_WORKSPACE": str(ws)})
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stderr.splitlines() == [f"exporting {ws / 'runs' / 'torch-lenet5'} (the newest run in the workspace)"]
+    (row,) = json.loads(r.stdout)
+    assert row["quantize"] == "int8" and row["format"] == "onnx" and row["validated"]
+    assert Path(row["path"]) == ws / "runs" / "torch-lenet5" / "export" / "lenet5-torch-int8.onnx"
+    assert row["top1_agreement"] >= 0.99

@@ -112,7 +112,7 @@ def digit_models(mnist, tmp_path_factory):
                   mnist.y_test[:2000], source="subset", path=mnist.path, sha256="")
     root = tmp_path_factory.mktemp("web-lenet5")
     run = train(TrainConfig(framework="torch", arch="lenet5", epochs=1, lr=3e-3, batch_size=64,
-                            limit=20000), out=root / "run", data=small, progress=False)
+                            limit=20000, val_split=0), out=root / "run", data=small, progress=False)
     arts = export(run, "onnx", ["none", "int8"], calib_samples=256, out=root / "export",
                   data=small, progress=False)
     return {a.metadata["quantize"]["tag"]: Path(a.path) for a in arts}

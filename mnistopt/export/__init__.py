@@ -5,7 +5,8 @@
         -> list[Artifact]          # Artifact(path, sidecar, metadata, report)
 
 Paths sit in one registry keyed (framework, format) (`EXPORTERS`, see `registry.py`); each
-declares its quantize modes and the `parity.Tolerance` its files must meet. Before a file is
+names a module implementing `ExportPath` and declares its quantize modes and the
+`parity.Tolerance` its files must meet. Before a file is
 written, the exported model is run on the full MNIST test set and compared with the native
 model (`parity.check`); a failure raises `ToleranceError` / `ShapeMismatchError` with the
 numbers, and nothing is written (temp file, then rename).
@@ -52,7 +53,7 @@ always pixels / 255 in the layout its shape shows, and the output always 10 logi
 from __future__ import annotations
 
 from .api import Artifact, export, read_metadata, sidecar_path
-from .registry import EXPORTERS, MODES, QUANT_TAGS, Exporter, get_exporter
+from .registry import EXPORTERS, MODES, QUANT_TAGS, Exporter, ExportPath, get_exporter
 
-__all__ = ["Artifact", "EXPORTERS", "Exporter", "MODES", "QUANT_TAGS", "export", "get_exporter",
-           "read_metadata", "sidecar_path"]
+__all__ = ["Artifact", "EXPORTERS", "ExportPath", "Exporter", "MODES", "QUANT_TAGS", "export",
+           "get_exporter", "read_metadata", "sidecar_path"]

@@ -7,7 +7,7 @@ import json
 import os
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -15,7 +15,8 @@ import numpy as np
 
 from ..artifact import sidecar_path
 from ..errors import ConfigError, ValidationError
-from .registry import FORMATS, MODES, QUANT_TAGS, get_exporter
+from ..fsutil import atomic_path, write_json
+from .registry import FORMATS, MODES, QUANT_TAGS, choose, format_module, get_exporter
 
 SCHEMA = "mnistopt.artifact/1"
 LABELS = [str(i) for i in range(10)]
@@ -35,42 +36,19 @@ class Artifact:
         return self.metadata.get("validation") or {}
 
 
-@dataclass
+@dataclass(frozen=True)
 class Context:
-    """What the path modules need besides the run."""
+    """What the path modules need besides the run: the same for every call of one export."""
 
     opset: int = DEFAULT_OPSET
-    calib: np.ndarray | None = None  # uint8 (N, 28, 28) training images
+    calib: np.ndarray | None = None  # uint8 (N, 28, 28) training images; set when int8 is asked
     calib_source: str = ""
     progress: bool = True
     cpu: Any = None  # hw.CpuInfo; None = this machine
-    extra: dict = field(default_factory=dict)
-
-
-def _modes(quantize: str | Sequence[str]) -> list[str]:
-    modes = [quantize] if isinstance(quantize, str) else list(quantize)
-    if "all" in modes:
-        modes = list(MODES)
-    for m in modes:
-        if m not in MODES:
-            raise ConfigError(f"unknown quantize mode '{m}'; choose from: {', '.join(MODES)}, all")
-    return list(dict.fromkeys(modes))
-
-
-def _formats(fmt: str | Sequence[str]) -> list[str]:
-    fmts = [fmt] if isinstance(fmt, str) else list(fmt)
-    if "all" in fmts:
-        fmts = list(FORMATS)
-    for f in fmts:
-        if f not in FORMATS:
-            raise ConfigError(f"unknown export format '{f}'; choose one of: {', '.join(FORMATS)}, all")
-    return list(dict.fromkeys(fmts))
 
 
 def calibration_images(data, n: int, seed: int = 0) -> np.ndarray:
     """`n` training images (never test images), a fixed random draw so it is reproducible."""
-    if n is None or n < 1:
-        raise ConfigError(f"--calib-samples must be at least 1, got {n}")
     n = min(n, len(data.x_train))
     idx = np.random.default_rng(seed).choice(len(data.x_train), n, replace=False)
     return data.x_train[np.sort(idx)]
@@ -101,12 +79,6 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def _write_json(path: Path, obj) -> None:
-    from ..fsutil import write_json
-
-    write_json(path, obj)
-
-
 def export(run, format: str | Sequence[str] = "onnx", quantize: str | Sequence[str] = "none", *,
            calib_samples: int = DEFAULT_CALIB, opset: int = DEFAULT_OPSET,
            out: str | os.PathLike | None = None, validate: bool = True,
@@ -120,8 +92,8 @@ def export(run, format: str | Sequence[str] = "onnx", quantize: str | Sequence[s
     from ..runtime import load as open_model
     from ..train import Run, load_run
 
+    fmts, modes = choose(format, FORMATS, "export format"), choose(quantize, MODES, "quantize mode")
     run = run if isinstance(run, Run) else load_run(run)
-    fmts, modes = _formats(format), _modes(quantize)
     if opset < 17:
         raise ConfigError(f"--opset must be at least 17, got {opset}")
     if atol is not None and not atol > 0:
@@ -146,10 +118,9 @@ def export(run, format: str | Sequence[str] = "onnx", quantize: str | Sequence[s
         from ..data import load_mnist
 
         data = load_mnist()
-    ctx = Context(opset=opset, progress=progress, cpu=cpu)
-    if needs_calib:
-        ctx.calib = calibration_images(data, calib_samples)
-        ctx.calib_source = f"training set, {len(ctx.calib)} images drawn with seed 0"
+    calib = calibration_images(data, calib_samples) if needs_calib else None
+    ctx = Context(opset=opset, progress=progress, cpu=cpu, calib=calib,
+                  calib_source=f"training set, {len(calib)} images drawn with seed 0" if needs_calib else "")
 
     native = None
     if validate:
@@ -177,7 +148,7 @@ def export(run, format: str | Sequence[str] = "onnx", quantize: str | Sequence[s
                     model, settings, reason = fp32, {}, "float32, numerically the native model"
                 else:
                     with progress_bar(f"{run.framework} -> {fmt} {mode}", 1, progress) as advance:
-                        model, settings, reason = impl.quantize(fp32, mode, work, ctx)
+                        model, settings, reason = impl.quantize(run, fp32, mode, work, ctx)
                         advance(1)
                 seconds = time.perf_counter() - t0 + (convert_s if mode == "none" else 0.0)
                 clf = open_model(model)
@@ -237,14 +208,12 @@ def _validate(clf, native, data, tol, what, progress) -> dict:
 
 def _write(impl, model: Path, target: Path, meta: dict) -> Artifact:
     """Embed the metadata, write the model and its sidecar beside `target`, each atomically."""
-    from ..fsutil import atomic_path
-
     with atomic_path(target, suffix=target.suffix) as tmp:
         impl.embed(model, tmp, meta)
         sidecar_meta = {**meta, "file": {"name": target.name, "bytes": tmp.stat().st_size,
                                          "sha256": sha256_file(tmp)}}
     sidecar = sidecar_path(target)
-    _write_json(sidecar, sidecar_meta)
+    write_json(sidecar, sidecar_meta)
     return Artifact(path=target, sidecar=sidecar, metadata=sidecar_meta)
 
 
@@ -263,12 +232,5 @@ def read_metadata(path: str | os.PathLike) -> dict | None:
     sidecar = sidecar_path(path)
     if sidecar.is_file():
         return json.loads(sidecar.read_text())
-    if path.suffix == ".onnx":
-        from .onnx_paths import read_embedded
-
-        return read_embedded(path)
-    if path.suffix == ".tflite":
-        from .tflite_meta import read_embedded
-
-        return read_embedded(path)
-    return None
+    fmt = next((f for f, suffix in FORMATS.items() if path.suffix == suffix), None)
+    return format_module(fmt).read_embedded(path) if fmt else None

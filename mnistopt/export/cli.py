@@ -1,27 +1,47 @@
-"""`mnistopt export`."""
+"""`mnistopt export`.
+
+`--quantize` takes an optional value: bare, it means static int8 (`mnistopt export --quantize`);
+with a mode it selects none | dynamic | int8 | fp16 | all, and repeats for several. Click's own
+optional-value options are not available through typer, so `ExportCommand` supplies the value
+before parsing. Values are checked once, by `export()`.
+"""
 
 from __future__ import annotations
 
 import json
-from enum import Enum
 from pathlib import Path
 from typing import Annotated, List, Optional
 
 import typer
+from typer.core import TyperCommand
+
+from .registry import FORMATS, MODES
+
+QUANTIZE_OPTS = ("--quantize", "-q")
+BARE_QUANTIZE = "int8"
+CHOICES = (*MODES, "all")
 
 
-class Format(str, Enum):
-    onnx = "onnx"
-    tflite = "tflite"
-    all = "all"
+def bare_quantize(args: list[str]) -> list[str]:
+    """`args` with BARE_QUANTIZE after each `--quantize` / `-q` that has no mode of its own:
+    at the end, before another option, or before a path (`export -q runs/x`: RUN, not a mode)."""
+    out: list[str] = []
+    for i, arg in enumerate(args):
+        if arg == "--":
+            return out + args[i:]
+        out.append(arg)
+        if arg in QUANTIZE_OPTS:
+            nxt = args[i + 1] if i + 1 < len(args) else None
+            if nxt is None or nxt.startswith("-") or (nxt not in CHOICES and ("/" in nxt or Path(nxt).exists())):
+                out.append(BARE_QUANTIZE)
+    return out
 
 
-class Quantize(str, Enum):
-    none = "none"
-    dynamic = "dynamic"
-    int8 = "int8"
-    fp16 = "fp16"
-    all = "all"
+class ExportCommand(TyperCommand):
+    """The export command, with `--quantize`'s value optional."""
+
+    def parse_args(self, ctx, args):
+        return super().parse_args(ctx, bare_quantize(list(args)))
 
 
 def summary(a) -> dict:
@@ -40,11 +60,14 @@ def summary(a) -> dict:
 
 
 def export_command(
-    run: Annotated[Path, typer.Argument(help="Run directory (from 'mnistopt train')")],
-    format: Annotated[Format, typer.Option("--format", "-f", case_sensitive=False)] = Format.onnx,
-    quantize: Annotated[Optional[List[Quantize]], typer.Option(
-        "--quantize", "-q", case_sensitive=False,
-        help="none (fp32) | dynamic | int8 | fp16 | all; repeat for several")] = None,
+    run: Annotated[Optional[Path], typer.Argument(
+        help="Run directory (from 'mnistopt train') [default: the newest run in the workspace]",
+        show_default=False)] = None,
+    format: Annotated[str, typer.Option("--format", "-f", help=f"{' | '.join(FORMATS)} | all")] = "onnx",
+    quantize: Annotated[Optional[List[str]], typer.Option(
+        *QUANTIZE_OPTS, metavar="[MODE]",
+        help=f"{' | '.join(CHOICES)}; bare --quantize: {BARE_QUANTIZE} (static, calibrated); "
+             "repeat for several [default: none, i.e. fp32]")] = None,
     calib_samples: Annotated[int, typer.Option(help="Training images to calibrate int8 on")] = 512,
     opset: Annotated[int, typer.Option(help="ONNX opset (>= 17)")] = 18,
     out: Annotated[Optional[Path], typer.Option(
@@ -61,37 +84,54 @@ def export_command(
     """Export a run to ONNX / TFLite (fp32, dynamic, int8, fp16), each file validated before it is written."""
     from . import export
 
-    modes = [q.value for q in quantize] if quantize else ["none"]
-    # --- mnistopt.mcu: C arrays (owned by the mcu part) ---
-    if c_array is not None and (format.value not in ("tflite", "all")
-                                or not {"int8", "all"} & set(modes)):
-        from ..errors import ConfigError
+    modes = [q.lower() for q in quantize] if quantize else ["none"]
+    fmt = format.lower()
+    if c_array is not None:
+        _check_c_array(fmt, modes)
+    if run is None:
+        from ..train import latest_run
 
-        raise ConfigError("--c-array writes int8 TFLite models: add --format tflite --quantize int8")
-    # --- end mcu ---
-    arts = export(run, format.value, modes, calib_samples=calib_samples, opset=opset, out=out,
+        run = latest_run()
+        typer.echo(f"exporting {run.path} (the newest run in the workspace)", err=True)
+    arts = export(run, fmt, modes, calib_samples=calib_samples, opset=opset, out=out,
                   validate=validate, atol=atol, progress=not quiet and not as_json)
     rows = [summary(a) for a in arts]
-    # --- mnistopt.mcu: C arrays (owned by the mcu part) ---
     if c_array is not None:
-        from ..mcu.carray import write_c_array
-
-        for r in rows:
-            if r["format"] == "tflite" and r["quantize"] == "int8":
-                r["c_array"] = [str(p) for p in write_c_array(r["path"], c_array)]
-    # --- end mcu ---
+        _write_c_arrays(rows, c_array)
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
         return
     for r in rows:
-        line = f"{r['path']}  {r['size_bytes'] / 1024:,.0f} KiB"
-        if r["size_ratio_to_fp32"] is not None and r["quantize"] != "none":
-            line += f" ({r['size_ratio_to_fp32']:.2f}x fp32)"
-        if r["validated"]:
-            line += (f"  accuracy {r['native_accuracy']:.2%} -> {r['exported_accuracy']:.2%}"
-                     f"  agreement {r['top1_agreement']:.2%}  max |diff| {r['max_abs_diff']:.2g}")
-        else:
-            line += "  (not validated)"
-        typer.echo(line)
-        if r.get("c_array"):  # mnistopt.mcu
+        typer.echo(_line(r))
+        if r.get("c_array"):
             typer.echo(f"  C array: {'  '.join(r['c_array'])}")
+
+
+def _line(r: dict) -> str:
+    line = f"{r['path']}  {r['size_bytes'] / 1024:,.0f} KiB"
+    if r["size_ratio_to_fp32"] is not None and r["quantize"] != "none":
+        line += f" ({r['size_ratio_to_fp32']:.2f}x fp32)"
+    if r["validated"]:
+        line += (f"  accuracy {r['native_accuracy']:.2%} -> {r['exported_accuracy']:.2%}"
+                 f"  agreement {r['top1_agreement']:.2%}  max |diff| {r['max_abs_diff']:.2g}")
+    else:
+        line += "  (not validated)"
+    return line
+
+
+# --c-array: a post-step on the exported int8 TFLite files (firmware embeds the model as bytes).
+
+def _check_c_array(fmt: str, modes: list[str]) -> None:
+    """Before any work: --c-array needs an int8 TFLite file among the outputs."""
+    if fmt not in ("tflite", "all") or not {"int8", "all"} & set(modes):
+        from ..errors import ConfigError
+
+        raise ConfigError("--c-array writes int8 TFLite models: add --format tflite --quantize int8")
+
+
+def _write_c_arrays(rows: list[dict], folder: Path) -> None:
+    from ..mcu.carray import write_c_array
+
+    for r in rows:
+        if r["format"] == "tflite" and r["quantize"] == "int8":
+            r["c_array"] = [str(p) for p in write_c_array(r["path"], folder)]

@@ -37,7 +37,13 @@ def convert(run, workdir: Path, ctx) -> Path:
 
 
 def _from_torch(run, opset: int) -> onnx.ModelProto:
+    import logging
+
     import torch
+
+    # The dynamo exporter warns once per torchvision operator it cannot register when
+    # torchvision is absent (this project never installs it); failures still raise.
+    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
 
     model = run.model.eval()
     # A batch of 2, not 1: a batch-1 example lets the exporter specialise the batch dim away.
@@ -115,8 +121,8 @@ def _rename_io(model: onnx.ModelProto) -> None:
 
 # --- quantized variants ---------------------------------------------------------------------
 
-def quantize(fp32: Path, mode: str, workdir: Path, ctx) -> tuple[Path, dict, str]:
-    """(file, settings, reason) for `mode` in dynamic | int8 | fp16."""
+def quantize(run, fp32: Path, mode: str, workdir: Path, ctx) -> tuple[Path, dict, str]:
+    """(file, settings, reason) for `mode` in dynamic | int8 | fp16; the same for every run."""
     if mode == "int8":
         return _static_int8(fp32, workdir, ctx)
     if mode == "dynamic":
@@ -163,8 +169,6 @@ def _static_int8(fp32: Path, workdir: Path, ctx) -> tuple[Path, dict, str]:
 
     from ..runtime import input_layout
 
-    if ctx.calib is None or len(ctx.calib) == 0:
-        raise ConfigError("int8 quantization needs calibration images: --calib-samples must be >= 1")
     settings, reason = int8_preset(ctx.cpu)
     shape = [d.dim_value or -1 for d in onnx.load(str(fp32), load_external_data=False)
              .graph.input[0].type.tensor_type.shape.dim]

@@ -11,15 +11,12 @@ from __future__ import annotations
 
 import contextlib
 import io
-import os
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import ConfigError, ExportError
-from .tflite_meta import embed, read_embedded  # noqa: F401  (the path's embed())
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # the converter's C++ INFO lines
+from .tflite_meta import embed, read_embedded  # noqa: F401  (ExportPath's metadata pair)
 
 # Bytes per weight, by mode: a file much smaller than params * this kept its weights as
 # variables (seen with TFLiteConverter on a bare concrete function: a 7 KB file, 5x slower).
@@ -27,22 +24,22 @@ _BYTES_PER_WEIGHT = {"none": 4, "fp16": 2, "dynamic": 1, "int8": 1}
 
 
 def convert(run, workdir: Path, ctx) -> Path:
-    ctx.extra["run"] = run
     if run.framework == "torch":
         return _torch_fp32(run, workdir)
-    from .onnx_paths import _saved_model_dir
-
-    ctx.extra["saved_model"] = _saved_model_dir(run, workdir)
-    return _from_saved_model(ctx.extra["saved_model"], "none", workdir, ctx)
+    return _from_saved_model(run, _saved_model_dir(run, workdir), "none", workdir, ctx)
 
 
-def quantize(fp32: Path, mode: str, workdir: Path, ctx) -> tuple[Path, dict, str]:
-    run = ctx.extra["run"]
-    if mode == "int8" and (ctx.calib is None or len(ctx.calib) == 0):
-        raise ConfigError("int8 quantization needs calibration images: --calib-samples must be >= 1")
+def _saved_model_dir(run, workdir: Path) -> Path:
+    from .onnx_paths import _saved_model_dir  # the one Keras -> SavedModel step, shared
+
+    return _saved_model_dir(run, workdir)
+
+
+def quantize(run, fp32: Path, mode: str, workdir: Path, ctx) -> tuple[Path, dict, str]:
     if run.framework == "torch":
-        return _aeq(fp32, mode, workdir, ctx)
-    path = _from_saved_model(ctx.extra["saved_model"], mode, workdir, ctx)
+        return _aeq(run, fp32, mode, workdir, ctx)
+    # The SavedModel convert() used (a Keras run's export sits in workdir already).
+    path = _from_saved_model(run, _saved_model_dir(run, workdir), mode, workdir, ctx)
     settings, reason = _TF_SETTINGS[mode]
     settings = dict(settings)
     if mode == "int8":
@@ -67,7 +64,7 @@ _TF_SETTINGS = {
 }
 
 
-def _from_saved_model(sm: Path, mode: str, workdir: Path, ctx) -> Path:
+def _from_saved_model(run, sm: Path, mode: str, workdir: Path, ctx) -> Path:
     import tensorflow as tf
 
     conv = tf.lite.TFLiteConverter.from_saved_model(str(sm), signature_keys=["serving_default"])
@@ -87,18 +84,34 @@ def _from_saved_model(sm: Path, mode: str, workdir: Path, ctx) -> Path:
         conv.inference_input_type = tf.int8
         conv.inference_output_type = tf.int8
     try:
-        with contextlib.redirect_stdout(io.StringIO()):
+        with _quiet():
             data = conv.convert()
     except Exception as exc:
         raise ExportError(f"TFLiteConverter failed on {sm} ({mode}): {exc}") from None
     out = workdir / f"{mode}.tflite"
     out.write_bytes(data)
-    _check_size(out, mode, ctx)
+    _check_size(out, mode, run)
     return out
 
 
-def _check_size(path: Path, mode: str, ctx) -> None:
-    params = ctx.extra["run"].metrics.get("params")
+@contextlib.contextmanager
+def _quiet():
+    """The converters' and quantizer's own output off the terminal: what they print (endpoint
+    summaries, a calibration progress bar), their Python warnings, their native log lines.
+    Failures still raise; their messages go into the ExportError."""
+    import warnings
+
+    from ..tfquiet import quiet_stderr
+
+    # quiet_stderr outermost: native lines it keeps are written back after sys.stderr is restored.
+    with quiet_stderr(), contextlib.redirect_stdout(io.StringIO()), \
+            contextlib.redirect_stderr(io.StringIO()), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
+
+
+def _check_size(path: Path, mode: str, run) -> None:
+    params = run.metrics.get("params")
     if params and path.stat().st_size < 0.8 * params * _BYTES_PER_WEIGHT[mode]:
         raise ExportError(f"{path.name} is {path.stat().st_size} bytes for {params} parameters: "
                           "the weights were not folded into constants")
@@ -114,7 +127,7 @@ def _torch_fp32(run, workdir: Path) -> Path:
     out = workdir / "none.tflite"
     # Batch 1: litert-torch 0.10 fails (AssertionError) on a dynamic batch dim.
     try:
-        with contextlib.redirect_stdout(io.StringIO()):
+        with _quiet():
             edge = litert_torch.convert(run.model.eval(), (torch.zeros(1, 1, 28, 28),))
             edge.export(str(out))
     except Exception as exc:
@@ -122,7 +135,7 @@ def _torch_fp32(run, workdir: Path) -> Path:
     return out
 
 
-def _aeq(fp32: Path, mode: str, workdir: Path, ctx) -> tuple[Path, dict, str]:
+def _aeq(run, fp32: Path, mode: str, workdir: Path, ctx) -> tuple[Path, dict, str]:
     """Quantize a float .tflite with ai-edge-quantizer."""
     from ai_edge_quantizer import qtyping, quantizer, recipe
 
@@ -152,7 +165,7 @@ def _aeq(fp32: Path, mode: str, workdir: Path, ctx) -> tuple[Path, dict, str]:
     else:
         raise ConfigError(f"TFLite has no quantize mode '{mode}'")
     try:
-        with contextlib.redirect_stdout(io.StringIO()):
+        with _quiet():
             if q.need_calibration:
                 x = ctx.calib.astype(np.float32)[:, None] / 255.0  # NCHW, batch 1
                 (name,) = _signature_inputs(fp32)
@@ -164,7 +177,7 @@ def _aeq(fp32: Path, mode: str, workdir: Path, ctx) -> tuple[Path, dict, str]:
         raise ExportError(f"ai-edge-quantizer failed ({mode}) on {fp32.name}: {exc}") from None
     out = workdir / f"{mode}.tflite"
     out.write_bytes(bytes(result.quantized_model))
-    _check_size(out, mode, ctx)
+    _check_size(out, mode, run)
     return out, settings, reason
 
 

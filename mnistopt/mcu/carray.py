@@ -13,6 +13,7 @@ import re
 from pathlib import Path
 
 from ..errors import ConfigError, McuError
+from ..fsutil import write_text
 
 _HEADER = """\
 /* {name}.h: {source} as a C array, written by mnistopt (do not edit).
@@ -102,12 +103,6 @@ def _c_float(x: float | None) -> str:
     return "0.0f" if x is None else f"{float(x):.9g}f".replace("inf", "INFINITY")
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    from ..fsutil import write_text
-
-    write_text(path, text)
-
-
 def write_c_array(model_path: str | Path, out_dir: str | Path, name: str | None = None,
                   arena: int | None = None) -> tuple[Path, Path]:
     """Write NAME.h and NAME.c for an int8 .tflite; returns (header, source).
@@ -152,8 +147,8 @@ def write_c_array(model_path: str | Path, out_dir: str | Path, name: str | None 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     header, source = out_dir / f"{name}.h", out_dir / f"{name}.c"
-    _atomic_write(header, _HEADER.format(**fields))
-    _atomic_write(source, _SOURCE.format(**fields))
+    write_text(header, _HEADER.format(**fields))
+    write_text(source, _SOURCE.format(**fields))
     return header, source
 
 

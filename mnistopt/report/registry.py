@@ -183,7 +183,7 @@ FIGURES: dict[str, Figure] = {f.name: f for f in [
     Figure("confusion", "confusion matrix on the 10,000 test images", ("predictions",), _confusion),
     Figure("misclassified", "the test digits the model gets wrong, most confident first",
            ("predictions",), _misclassified),
-    Figure("curves", "test accuracy per epoch of every run in the workspace", ("runs",), _curves),
+    Figure("curves", "validation accuracy per epoch of every run in the workspace", ("runs",), _curves),
     Figure("features", "the first conv layer's 3x3 filters and what each one sees in a test digit",
            ("torch_run", "data"), _features),
     Figure("weights", "per-channel weight ranges and int8 rounding error, per-tensor vs per-channel",

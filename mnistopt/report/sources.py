@@ -70,8 +70,8 @@ def curve_runs(root: Path) -> list[dict]:
         missing = [k for k in CURVE_KEYS if k not in m]
         h = m.get("history")
         if not missing and not (isinstance(h, list) and h and all(
-                isinstance(e, dict) and "epoch" in e and "test_accuracy" in e for e in h)):
-            missing = ["history[].epoch/test_accuracy"]
+                isinstance(e, dict) and "epoch" in e and "val_accuracy" in e for e in h)):
+            missing = ["history[].epoch/val_accuracy"]
         if missing:
             raise ConfigError(f"{p / 'metrics.json'}: lacks {', '.join(missing)} (not written by "
                               "this mnistopt's 'train'; re-train it or move it out of the workspace)")

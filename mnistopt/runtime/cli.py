@@ -15,7 +15,7 @@ import typer
 def predict_command(
     model: Annotated[Path, typer.Argument(help="An exported model (.onnx or .tflite)")],
     images: Annotated[List[Path], typer.Argument(
-        help="Image files (PNG, JPEG, ...: MNIST-preprocessed, needs mnistopt\\[images]) and/or "
+        help="Image files (PNG, JPEG, ...: MNIST-preprocessed, needs mnistopt[images]) and/or "
              ".npy arrays of 28x28 images")],
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object")] = False,
     threads: Annotated[Optional[int], typer.Option(

@@ -33,7 +33,6 @@ def run_child(item: Item, settings: Settings, device: str, data: Path, workdir: 
     if settings.threads:
         cmd += ["--threads", str(settings.threads)]
     env = dict(os.environ)
-    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up chatter is not a result
     t_spawn = time.time()
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)

@@ -1,42 +1,38 @@
-"""`mnistopt train`."""
+"""`mnistopt train`. Options are plain strings, checked once by `TrainConfig.validate`; the help
+lists what the registries hold."""
 
 from __future__ import annotations
 
 import json
-from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
-
-class Framework(str, Enum):
-    torch = "torch"
-    keras = "keras"
-    tf = "tf"
+from ..archs import ARCHS
+from . import DEFAULT_VAL_SPLIT, DEVICES, FRAMEWORKS, SCHEDULES
 
 
-class Schedule(str, Enum):
-    onecycle = "onecycle"
-    constant = "constant"
-
-
-class Device(str, Enum):
-    cpu = "cpu"
-    gpu = "gpu"
+def _choices(names) -> str:
+    return " | ".join(names)
 
 
 def train_command(
-    framework: Annotated[Framework, typer.Option(case_sensitive=False)] = Framework.torch,
-    arch: Annotated[str, typer.Option(help="seed | lenet5 | edge | wide")] = "seed",
+    framework: Annotated[str, typer.Option(help=_choices(FRAMEWORKS))] = "torch",
+    arch: Annotated[str, typer.Option(help=_choices([*ARCHS, "FILE.json"]))] = "seed",
     epochs: Annotated[int, typer.Option()] = 1,
     batch_size: Annotated[int, typer.Option()] = 64,
     lr: Annotated[float, typer.Option(help="Peak learning rate (Adam)")] = 1e-3,
     seed: Annotated[int, typer.Option()] = 0,
-    device: Annotated[Device, typer.Option(case_sensitive=False)] = Device.cpu,
+    device: Annotated[str, typer.Option(help=_choices(DEVICES))] = "cpu",
     augment: Annotated[bool, typer.Option(help="Random shifts and rotations, per batch")] = False,
-    target_acc: Annotated[Optional[float], typer.Option(help="Stop once test accuracy reaches this fraction")] = None,
-    schedule: Annotated[Schedule, typer.Option(case_sensitive=False, help="Learning-rate schedule: one-cycle (warm-up, cosine decay) or constant")] = Schedule.onecycle,
+    val_split: Annotated[int, typer.Option(
+        help="Hold out the last N training images to validate on (per-epoch accuracy, "
+             "--target-acc); 0: none")] = DEFAULT_VAL_SPLIT,
+    target_acc: Annotated[Optional[float], typer.Option(
+        help="Stop once validation accuracy reaches this fraction, e.g. 0.99")] = None,
+    schedule: Annotated[str, typer.Option(
+        help=f"Learning-rate schedule: {_choices(SCHEDULES)} (warm-up then cosine decay, or flat)")] = "onecycle",
     weight_decay: Annotated[float, typer.Option(help="Decoupled weight decay (AdamW)")] = 0.0,
     label_smoothing: Annotated[float, typer.Option(help="Cross-entropy label smoothing, e.g. 0.1")] = 0.0,
     data: Annotated[Optional[Path], typer.Option(help="MNIST from this path (IDX dir, .npz, wheel) instead of the cache")] = None,
@@ -48,10 +44,10 @@ def train_command(
     """Train a CNN on MNIST in PyTorch, Keras or TensorFlow; write a run directory."""
     from . import TrainConfig, train
 
-    cfg = TrainConfig(framework=framework.value, arch=arch, epochs=epochs, batch_size=batch_size,
-                      lr=lr, seed=seed, device=device.value, augment=augment,
-                      target_acc=target_acc, schedule=schedule.value, weight_decay=weight_decay,
-                      label_smoothing=label_smoothing, limit=limit)
+    cfg = TrainConfig(framework=framework.lower(), arch=arch, epochs=epochs, batch_size=batch_size,
+                      lr=lr, seed=seed, device=device.lower(), augment=augment,
+                      target_acc=target_acc, schedule=schedule.lower(), weight_decay=weight_decay,
+                      label_smoothing=label_smoothing, limit=limit, val_split=val_split)
     cfg.validate()  # bad arguments fail before any data or framework is loaded
     dataset = None
     if data is not None:
@@ -66,8 +62,9 @@ def train_command(
     target = ""
     if cfg.target_acc is not None:
         t = m.get("time_to_target_seconds")
-        target = (f"; reached {cfg.target_acc:.2%} in {t:.1f} s" if t is not None
-                  else f"; did NOT reach {cfg.target_acc:.2%}")
-    typer.echo(f"{m['framework']}/{m['arch']}: test accuracy {m['test_accuracy']:.2%} after "
+        target = (f"; reached {cfg.target_acc:.2%} validation accuracy in {t:.1f} s" if t is not None
+                  else f"; did NOT reach {cfg.target_acc:.2%} validation accuracy")
+    val = f" (validation {m['val_accuracy']:.2%})" if m.get("val_accuracy") is not None else ""
+    typer.echo(f"{m['framework']}/{m['arch']}: test accuracy {m['test_accuracy']:.2%}{val} after "
                f"{m['epochs']} epoch(s), {m['train_seconds']:.1f} s "
                f"({m['train_images_per_second']:.0f} images/s){target} -> {run.path}")

@@ -4,18 +4,15 @@ Keras hides the training loop that the PyTorch trainer writes out: ``compile`` p
 optimizer, loss and metrics; ``fit`` runs forward pass, loss, gradients and weight update for
 every batch (inside a compiled ``tf.function``), shuffles the in-memory arrays by a fresh
 permutation each epoch, and calls our callbacks between batches and epochs. What stays ours is
-the model, the learning-rate schedule, progress, evaluation and early stopping at a target.
+the model, the learning-rate schedule, and the hooks into `loop.EpochLog` (progress,
+validation, early stopping).
 
 Layout is NHWC (TensorFlow's native order): images are (N, 28, 28, 1).
 """
 
 from __future__ import annotations
 
-import os
-import time
 from pathlib import Path
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # keep TensorFlow's C++ start-up chatter off
 
 import keras
 import numpy as np
@@ -84,26 +81,21 @@ def augmenter(seed: int) -> keras.Sequential:
 
 
 class _Loop(keras.callbacks.Callback):
-    """Learning-rate schedule, a progress bar per epoch, test accuracy and the target stop."""
+    """Learning-rate schedule and progress per batch; `EpochLog` (validation, stop) per epoch."""
 
-    def __init__(self, model, cfg, steps_per_epoch, xt, yt, progress):
+    def __init__(self, model, cfg, log, xv, yv):
         super().__init__()
-        self.net, self.cfg, self.steps, self.xt, self.yt = model, cfg, steps_per_epoch, xt, yt
-        self.progress, self.history, self.train_seconds, self.time_to_target = progress, [], 0.0, None
+        self.net, self.cfg, self.log, self.xv, self.yv = model, cfg, log, xv, yv
         self.step = 0
 
     def on_epoch_begin(self, epoch, logs=None):
-        from ..progress import progress_bar
-
-        self._bar = progress_bar(f"epoch {epoch + 1}/{self.cfg.epochs}", self.steps, self.progress)
-        self._advance = self._bar.__enter__()
-        self._t0 = time.perf_counter()
+        self._advance = self.log.begin(epoch)
 
     def on_train_batch_begin(self, batch, logs=None):
         # Keras would also take a LearningRateSchedule object; a plain assignment keeps the
         # schedule identical to the TensorFlow trainer's and leaves nothing custom to serialise.
         self.model.optimizer.learning_rate.assign(
-            lr_at(self.step, self.steps * self.cfg.epochs, self.cfg.lr, self.cfg.schedule))
+            lr_at(self.step, self.log.steps * self.cfg.epochs, self.cfg.lr, self.cfg.schedule))
         self.step += 1
 
     def on_train_batch_end(self, batch, logs=None):
@@ -111,35 +103,29 @@ class _Loop(keras.callbacks.Callback):
             self._advance(20, info=f"loss {float(logs['loss']):.4f} acc {float(logs['accuracy']):.2%}")
 
     def on_epoch_end(self, epoch, logs=None):
-        self.train_seconds += time.perf_counter() - self._t0
-        # training=False (what predict uses): batch norm uses its moving averages, dropout is off.
-        pred = self.net.predict(self.xt, batch_size=2000, verbose=0)
-        acc = float((pred.argmax(1) == self.yt).mean())
-        self._advance(self.steps % 20, info=f"loss {float(logs['loss']):.4f} "
-                      f"train {float(logs['accuracy']):.2%} test {acc:.2%}")
-        self._bar.__exit__(None, None, None)
-        self.history.append({"epoch": epoch + 1, "loss": float(logs["loss"]),
-                             "train_accuracy": float(logs["accuracy"]), "test_accuracy": acc,
-                             "seconds": self.train_seconds})
-        if self.cfg.target_acc is not None and acc >= self.cfg.target_acc:
-            self.time_to_target = self.train_seconds
+        if self.log.end(float(logs["loss"]), float(logs["accuracy"]), self.validate):
             self.model.stop_training = True
 
+    def validate(self) -> float:
+        # training=False (what predict uses): batch norm uses its moving averages, dropout is off.
+        pred = self.net.predict(self.xv, batch_size=2000, verbose=0)
+        return float((pred.argmax(1) == self.yv).mean())
 
-def fit(model: keras.Model, cfg, data, progress: bool = True) -> dict:
+
+def fit(model: keras.Model, cfg, data, log) -> dict:
+    """Train `model` on `data.x_train` (a `loop.Splits`); `log` keeps time, history and stops."""
     device = device_check(cfg.device)
     keras.utils.set_random_seed(cfg.seed)
     if cfg.device == "cpu":
         # Same seed, same result: deterministic kernels (cheap on CPU; on a GPU some kernels
         # have no deterministic version, so there we leave TensorFlow free).
         tf.config.experimental.enable_op_determinism()
-    n = cfg.limit or len(data.x_train)
     # The whole set in memory as one float32 NHWC tensor in [0, 1]; fit slices batches out of it.
     with tf.device(device):
-        x = tf.constant((data.x_train[:n].astype(np.float32) / 255.0)[..., None])
-    y = data.y_train[:n].astype(np.int64)
-    xt = (data.x_test.astype(np.float32) / 255.0)[..., None]
-    yt = data.y_test.astype(np.int64)
+        x = tf.constant((data.x_train.astype(np.float32) / 255.0)[..., None])
+    y = data.y_train.astype(np.int64)
+    xv = (data.x_val.astype(np.float32) / 255.0)[..., None]
+    yv = data.y_val.astype(np.int64)
 
     # Train through a wrapper (with augmentation in front when asked): the weights are shared,
     # and the saved model stays the clean, never-compiled inference graph.
@@ -161,23 +147,11 @@ def fit(model: keras.Model, cfg, data, progress: bool = True) -> dict:
         optimizer=keras.optimizers.Adam(learning_rate=cfg.lr, weight_decay=cfg.weight_decay or None),
         loss=loss, metrics=[metric],
     )
-    steps = -(-n // cfg.batch_size)
-    loop = _Loop(model, cfg, steps, xt, yt, progress)
     with tf.device(device):
         # shuffle=True: a new permutation of the in-memory arrays every epoch.
         trainer.fit(x, y_fit, batch_size=cfg.batch_size, epochs=cfg.epochs, shuffle=True,
-                    verbose=0, callbacks=[loop])
-    h = loop.history
-    return {
-        "epochs": len(h),
-        "history": h,
-        "test_accuracy": h[-1]["test_accuracy"],
-        "train_seconds": loop.train_seconds,
-        "train_images_per_second": len(h) * n / loop.train_seconds if loop.train_seconds else None,
-        "time_to_target_seconds": loop.time_to_target,
-        "tensorflow_version": tf.__version__,
-        "keras_version": keras.__version__,
-    }
+                    verbose=0, callbacks=[_Loop(model, cfg, log, xv, yv)])
+    return {"tensorflow_version": tf.__version__, "keras_version": keras.__version__}
 
 
 def save(model: keras.Model, run_dir: Path) -> str:

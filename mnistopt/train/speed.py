@@ -7,8 +7,8 @@
 2. images/s of our torch trainer (in-memory tensors, permutation batches) on the same net and
    batch size, and the ratio. The seed net is compute-bound (16 M multiply-adds per image), so
    the data pipeline is a small part of its time: expect a small ratio;
-3. our fastest recipe to >= 99.0 % test accuracy, timed to the epoch that reaches it, in every
-   framework;
+3. our fastest recipe to >= 99.0 % validation accuracy (the last 5,000 training images),
+   timed to the epoch that reaches it, in every framework, and its test accuracy;
 4. images/s of the Keras and TensorFlow trainers on the seed net, batch 64.
 
 Timings on a machine shared with other work are contended; the script prints the load average
@@ -24,10 +24,10 @@ import time
 
 import numpy as np
 
-# The fastest recipe we found to >= 99.0 %: LeNet-5 (0.4 M multiply-adds, 1/39 of seed's)
-# with big batches and a short one-cycle; it crossed 99 % at the end of epoch 4 (99.16 %).
-# The small BN net `edge` needs 3 epochs at 3x the cost per image (99.21 % after epoch 3).
-# The target stops training at the first epoch whose test accuracy reaches it.
+# The fastest recipe we found to 99.0 %: LeNet-5 (0.4 M multiply-adds, 1/39 of seed's) with
+# big batches and a short one-cycle; trained on all 60,000 images it reached 99.16 % test
+# accuracy after epoch 4. The small BN net `edge` needs 3 epochs at 3x the cost per image.
+# The target stops training at the first epoch whose validation accuracy reaches it.
 FAST_RECIPE = dict(arch="lenet5", epochs=5, batch_size=128, lr=3e-3, schedule="onecycle", target_acc=0.99)
 
 
@@ -104,28 +104,21 @@ def trainer_speed(framework: str, data, batches: int, batch_size: int = 64, arch
     Two epochs over the first batches*batch_size images; only the second is timed, so
     one-off costs (tf.function tracing, Keras' compile, allocator warm-up) are left out.
     """
-    from . import TrainConfig, backend
-
-    from ..archs import get_arch
+    from . import TrainConfig, fit
 
     cfg = TrainConfig(framework=framework, arch=arch, epochs=2, batch_size=batch_size,
-                      schedule="constant", limit=batches * batch_size)
-    mod = backend(framework)
-    h = mod.fit(mod.build(get_arch(arch), seed=0), cfg, data, progress=False)["history"]
+                      schedule="constant", limit=batches * batch_size, val_split=0)
+    h = fit(cfg, data, progress=False)[1]["history"]
     return cfg.limit / (h[1]["seconds"] - h[0]["seconds"])
 
 
 def time_to_target(framework: str, data, recipe: dict) -> dict:
-    from . import TrainConfig, backend
+    from . import TrainConfig, fit
 
-    from ..archs import get_arch
-
-    cfg = TrainConfig(framework=framework, **recipe)
-    mod = backend(framework)
-    m = mod.fit(mod.build(get_arch(cfg.arch), seed=0), cfg, data, progress=False)
-    return {"seconds": m["time_to_target_seconds"], "test_accuracy": m["test_accuracy"],
-            "epochs": m["epochs"], "train_seconds": m["train_seconds"],
-            "images_per_second": m["train_images_per_second"]}
+    m = fit(TrainConfig(framework=framework, **recipe), data, progress=False)[1]
+    return {"seconds": m["time_to_target_seconds"], "val_accuracy": m["val_accuracy"],
+            "test_accuracy": m["test_accuracy"], "epochs": m["epochs"],
+            "train_seconds": m["train_seconds"], "images_per_second": m["train_images_per_second"]}
 
 
 def recipe_command(framework: str, r: dict) -> str:
@@ -144,7 +137,6 @@ def main(argv=None) -> None:
     p.add_argument("--skip-target", action="store_true", help="skip the time-to-99%% runs")
     p.add_argument("--json", dest="as_json", action="store_true", help="also print the results as JSON")
     args = p.parse_args(argv)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     from ..data import load_mnist
 
     data = load_mnist()
@@ -169,14 +161,14 @@ def main(argv=None) -> None:
 
     recipe = dict(FAST_RECIPE, arch=args.arch, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr)
     if not args.skip_target:
-        print(f"\n3. time to >= {recipe['target_acc']:.1%} test accuracy (fastest recipe, "
+        print(f"\n3. time to >= {recipe['target_acc']:.1%} validation accuracy (fastest recipe, "
               f"training time only, evaluation excluded)")
         res["time_to_target"] = {}
         for fw in fws:
             t = time_to_target(fw, data, recipe)
             res["time_to_target"][fw] = t
             got = f"{t['seconds']:6.1f} s" if t["seconds"] is not None else "not reached"
-            print(f"  {fw:5s}: {got}  ({t['test_accuracy']:.2%} after {t['epochs']} epoch(s), "
+            print(f"  {fw:5s}: {got}  (test {t['test_accuracy']:.2%} after {t['epochs']} epoch(s), "
                   f"{t['images_per_second']:.0f} images/s)   {recipe_command(fw, recipe)}")
         print("  for scale: the seed document trained 5 epochs at 405 images/s to 98.92 %")
     if args.as_json:

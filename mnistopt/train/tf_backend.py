@@ -13,11 +13,7 @@ SavedModel directory whose ``serving_default`` signature takes float32 ``images`
 from __future__ import annotations
 
 import math
-import os
-import time
 from pathlib import Path
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # keep TensorFlow's C++ start-up chatter off
 
 import numpy as np
 import tensorflow as tf
@@ -266,18 +262,17 @@ def evaluate(net: Net, x: tf.Tensor, y: np.ndarray, batch: int = 2000) -> float:
     return float((pred == y).mean())
 
 
-def fit(net: Net, cfg, data, progress: bool = True) -> dict:
-    from ..progress import progress_bar
-
+def fit(net: Net, cfg, data, log) -> dict:
+    """Train `net` on `data.x_train` (a `loop.Splits`); `log` keeps time, history and stops."""
     device = device_check(cfg.device)
     if cfg.device == "cpu":
         # Same seed, same result: deterministic kernels (cheap on CPU; on a GPU some kernels
         # have no deterministic version, so there we leave TensorFlow free).
         tf.config.experimental.enable_op_determinism()
-    n = cfg.limit or len(data.x_train)
+    n = len(data.x_train)
     with tf.device(device):
-        x, y = to_tensor(data.x_train[:n]), tf.constant(data.y_train[:n].astype(np.int32))
-        xt, yt = to_tensor(data.x_test), data.y_test.astype(np.int64)
+        x, y = to_tensor(data.x_train), tf.constant(data.y_train.astype(np.int32))
+        xv, yv = to_tensor(data.x_val), data.y_val.astype(np.int64)
     opt = Adam(net.trainable_variables, weight_decay=cfg.weight_decay)
     aug_rng = tf.random.Generator.from_seed(cfg.seed + 1)
     variables = net.trainable_variables  # gammas, betas, kernels, biases; not moving stats
@@ -306,13 +301,12 @@ def fit(net: Net, cfg, data, progress: bool = True) -> dict:
         return loss, correct
 
     rng = np.random.default_rng(cfg.seed)  # the shuffling permutation, seeded
-    steps = -(-n // cfg.batch_size)
-    history, t_train, time_to_target, step = [], 0.0, None, 0
+    steps, step = log.steps, 0
     for epoch in range(cfg.epochs):
-        t0 = time.perf_counter()
+        advance = log.begin(epoch)
         perm = tf.constant(rng.permutation(n))
         loss_sum, correct = tf.constant(0.0), tf.constant(0)
-        with progress_bar(f"epoch {epoch + 1}/{cfg.epochs}", steps, progress) as advance, tf.device(device):
+        with tf.device(device):
             for i in range(steps):
                 idx = perm[i * cfg.batch_size:(i + 1) * cfg.batch_size]
                 opt.lr.assign(lr_at(step, steps * cfg.epochs, cfg.lr, cfg.schedule))
@@ -323,24 +317,10 @@ def fit(net: Net, cfg, data, progress: bool = True) -> dict:
                 correct += c
                 if i % 20 == 19:
                     advance(20, info=f"loss {float(loss):.4f}")
-            t_train += time.perf_counter() - t0
-            acc = evaluate(net, xt, yt)  # not counted in train_seconds
-            epoch_loss, train_acc = float(loss_sum) / n, int(correct) / n
-            advance(steps % 20, info=f"loss {epoch_loss:.4f} train {train_acc:.2%} test {acc:.2%}")
-        history.append({"epoch": epoch + 1, "loss": epoch_loss, "train_accuracy": train_acc,
-                        "test_accuracy": acc, "seconds": t_train})
-        if cfg.target_acc is not None and acc >= cfg.target_acc:
-            time_to_target = t_train
+            stop = log.end(float(loss_sum) / n, int(correct) / n, lambda: evaluate(net, xv, yv))
+        if stop:
             break
-    return {
-        "epochs": len(history),
-        "history": history,
-        "test_accuracy": history[-1]["test_accuracy"],
-        "train_seconds": t_train,
-        "train_images_per_second": len(history) * n / t_train if t_train else None,
-        "time_to_target_seconds": time_to_target,
-        "tensorflow_version": tf.__version__,
-    }
+    return {"tensorflow_version": tf.__version__}
 
 
 def save(net: Net, run_dir: Path) -> str:

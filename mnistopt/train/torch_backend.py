@@ -2,7 +2,7 @@
 
 Read top to bottom, this file is the whole story of training a classifier in PyTorch:
 build the network, put the data on the device, then for every batch run the four steps
-forward -> loss -> backward -> update, and after every epoch measure the test accuracy.
+forward -> loss -> backward -> update, and after every epoch measure the validation accuracy.
 
 The whole data set lives in memory as one tensor (60,000 x 1 x 28 x 28 float32 = 188 MB); a
 batch is an index into a random permutation, so there is no per-sample Python work. The usual
@@ -12,7 +12,6 @@ on MNIST costs about as much as the network itself (see `mnistopt.train.speed`).
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import numpy as np
@@ -116,27 +115,37 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 20
 # ---------------------------------------------------------------------------------------------
 # 4. Training.
 
-def fit(model: nn.Module, cfg, data, progress: bool = True) -> dict:
-    from ..progress import progress_bar
-
+def fit(model: nn.Module, cfg, data, log) -> dict:
+    """Train `model` on `data.x_train` (a `loop.Splits`); `log` keeps time, history and stops."""
     device = device_check(cfg.device)
     torch.manual_seed(cfg.seed)
     if device.type == "cpu":
         # Same seed, same result: refuse kernels whose results depend on thread timing.
         torch.use_deterministic_algorithms(True)
+    try:
+        _fit(model, cfg, data, log, device)
+    finally:
+        torch.use_deterministic_algorithms(False)
+    model.to("cpu").eval()
+    return {"torch_version": torch.__version__, "threads": torch.get_num_threads()}
+
+
+def _labels(y: np.ndarray, device) -> torch.Tensor:
+    return torch.from_numpy(y.astype(np.int64)).to(device)
+
+
+def _fit(model: nn.Module, cfg, data, log, device) -> None:
     model.to(device)
-    n = cfg.limit or len(data.x_train)
-    x = to_tensor(data.x_train[:n], device)
-    y = torch.from_numpy(data.y_train[:n].astype(np.int64)).to(device)
-    xt = to_tensor(data.x_test, device)
-    yt = torch.from_numpy(data.y_test.astype(np.int64)).to(device)
+    n = len(data.x_train)
+    x, y = to_tensor(data.x_train, device), _labels(data.y_train, device)
+    xv, yv = to_tensor(data.x_val, device), _labels(data.y_val, device)
 
     # Adam: a per-weight step size from running averages of the gradient and its square.
     # AdamW applies weight decay to the weights directly (decoupled), as Keras' Adam does,
     # rather than adding it to the gradient where Adam's scaling would undo it.
     opt_cls = torch.optim.AdamW if cfg.weight_decay else torch.optim.Adam
     opt = opt_cls(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    steps_per_epoch = -(-n // cfg.batch_size)
+    steps_per_epoch = log.steps
     # One-cycle: warm up from lr/25 to lr over 30 % of the steps, then cosine down to ~0.
     # The big steps in the middle explore; the small ones at the end settle into a minimum.
     sched = (torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=steps_per_epoch * cfg.epochs)
@@ -145,59 +154,38 @@ def fit(model: nn.Module, cfg, data, progress: bool = True) -> dict:
     loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
     gen = torch.Generator().manual_seed(cfg.seed)  # shuffling and augmentation, reproducible
 
-    history, t_train, time_to_target = [], 0.0, None
     for epoch in range(cfg.epochs):
         # train(): batch norm normalises with each batch's statistics and updates its running
         # averages; dropout drops. evaluate() switches back with eval().
         model.train()
-        t0 = time.perf_counter()
+        advance = log.begin(epoch)
         perm = torch.randperm(n, generator=gen).to(device)  # a new order every epoch
         loss_sum = torch.zeros((), device=device)
         correct = torch.zeros((), dtype=torch.int64, device=device)
-        with progress_bar(f"epoch {epoch + 1}/{cfg.epochs}", steps_per_epoch, progress) as advance:
-            for i in range(steps_per_epoch):
-                idx = perm[i * cfg.batch_size:(i + 1) * cfg.batch_size]
-                xb, yb = x[idx], y[idx]
-                if cfg.augment:
-                    xb = augment(xb, gen)
-                # Forward: torch records every operation on the way (the autograd graph)...
-                out = model(xb)
-                loss = loss_fn(out, yb)
-                # ...zero_grad: backward() *adds* into each parameter's .grad, so clear the last
-                # batch's gradients first (set_to_none frees them instead of writing zeros)...
-                opt.zero_grad(set_to_none=True)
-                # ...backward: walk that graph in reverse, filling p.grad = d loss / d p...
-                loss.backward()
-                # ...step: move every parameter against its gradient (Adam's rule, current lr).
-                opt.step()
-                if sched:
-                    sched.step()  # the schedule advances per batch, not per epoch
-                # Sums stay on the device: .item() would wait for the GPU on every batch.
-                loss_sum += loss.detach() * len(idx)
-                correct += (out.argmax(1) == yb).sum()
-                if i % 20 == 19:
-                    advance(20, info=f"loss {loss.item():.4f}")
-            t_train += time.perf_counter() - t0
-            acc = evaluate(model, xt, yt)  # not counted in train_seconds
-            epoch_loss, train_acc = float(loss_sum) / n, int(correct) / n
-            advance(steps_per_epoch % 20, info=f"loss {epoch_loss:.4f} train {train_acc:.2%} test {acc:.2%}")
-        history.append({"epoch": epoch + 1, "loss": epoch_loss, "train_accuracy": train_acc,
-                        "test_accuracy": acc, "seconds": t_train})
-        if cfg.target_acc is not None and acc >= cfg.target_acc:
-            time_to_target = t_train
+        for i in range(steps_per_epoch):
+            idx = perm[i * cfg.batch_size:(i + 1) * cfg.batch_size]
+            xb, yb = x[idx], y[idx]
+            if cfg.augment:
+                xb = augment(xb, gen)
+            # Forward: torch records every operation on the way (the autograd graph)...
+            out = model(xb)
+            loss = loss_fn(out, yb)
+            # ...zero_grad: backward() *adds* into each parameter's .grad, so clear the last
+            # batch's gradients first (set_to_none frees them instead of writing zeros)...
+            opt.zero_grad(set_to_none=True)
+            # ...backward: walk that graph in reverse, filling p.grad = d loss / d p...
+            loss.backward()
+            # ...step: move every parameter against its gradient (Adam's rule, current lr).
+            opt.step()
+            if sched:
+                sched.step()  # the schedule advances per batch, not per epoch
+            # Sums stay on the device: .item() would wait for the GPU on every batch.
+            loss_sum += loss.detach() * len(idx)
+            correct += (out.argmax(1) == yb).sum()
+            if i % 20 == 19:
+                advance(20, info=f"loss {loss.item():.4f}")
+        if log.end(float(loss_sum) / n, int(correct) / n, lambda: evaluate(model, xv, yv)):
             break
-    model.to("cpu").eval()
-    torch.use_deterministic_algorithms(False)
-    return {
-        "epochs": len(history),
-        "history": history,
-        "test_accuracy": history[-1]["test_accuracy"],
-        "train_seconds": t_train,
-        "train_images_per_second": len(history) * n / t_train if t_train else None,
-        "time_to_target_seconds": time_to_target,
-        "torch_version": torch.__version__,
-        "threads": torch.get_num_threads(),
-    }
 
 
 # ---------------------------------------------------------------------------------------------
