@@ -29,17 +29,6 @@ SEPARABLE = A.Arch("sep", (
 FWS = sorted(FRAMEWORKS)
 
 
-def train_cfg(**kw):
-    """A TrainConfig for a few hundred images: no validation split where train() has one."""
-    from dataclasses import fields
-
-    from mnistopt.train import TrainConfig
-
-    if "val_split" in {f.name for f in fields(TrainConfig)}:
-        kw.setdefault("val_split", 0)
-    return TrainConfig(**kw)
-
-
 def count_params(framework, model) -> int:
     if framework == "torch":
         return sum(p.numel() for p in model.parameters() if p.requires_grad)
@@ -191,8 +180,8 @@ def test_registered_archs_pass_the_checks():
 
 def test_run_records_the_spec_and_rebuilds_from_it_alone(tiny_mnist, tmp_path):
     f = S.write(SEPARABLE, tmp_path / "sep.json")
-    run = train(train_cfg(framework="torch", arch=str(f), epochs=1, limit=128), tmp_path / "run",
-                data=tiny_mnist, progress=False)
+    run = train(TrainConfig(framework="torch", arch=str(f), epochs=1, limit=128, val_split=0),
+                tmp_path / "run", data=tiny_mnist, progress=False)
     f.unlink()  # the run alone must be enough
     m = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert m["arch"] == "sep" and m["arch_spec"] == S.to_dict(SEPARABLE)

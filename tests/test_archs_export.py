@@ -11,17 +11,6 @@ import pytest
 from mnistopt import archs as A
 from mnistopt import archspec
 
-def train_cfg(**kw):
-    """A TrainConfig for a few hundred images: no validation split where train() has one."""
-    from dataclasses import fields
-
-    from mnistopt.train import TrainConfig
-
-    if "val_split" in {f.name for f in fields(TrainConfig)}:
-        kw.setdefault("val_split", 0)
-    return TrainConfig(**kw)
-
-
 HAS_LITERT = importlib.util.find_spec("litert_torch") is not None
 DW = A.Arch("dwtest", (
     A.Normalize(), A.Conv(16, 3, pad=1, bias=False), A.BatchNorm(), A.ReLU(), A.MaxPool(2),  # 16x14x14
@@ -45,10 +34,10 @@ def small(mnist):
 ])
 def test_depthwise_net_exports_and_validates_int8(fw, fmt, small, tmp_path):
     from mnistopt.export import export
-    from mnistopt.train import train
+    from mnistopt.train import TrainConfig, train
 
     spec = archspec.write(DW, tmp_path / "dw.json")
-    cfg = train_cfg(framework=fw, arch=str(spec), epochs=1, lr=3e-3, batch_size=32, limit=4000)
+    cfg = TrainConfig(framework=fw, arch=str(spec), epochs=1, lr=3e-3, batch_size=32, val_split=0)
     run = train(cfg, tmp_path / "run", data=small, progress=False)
     assert run.metrics["params"] == DW.params
     arts = export(run, fmt, ["none", "int8"], calib_samples=256, out=tmp_path / "x", data=small, progress=False)

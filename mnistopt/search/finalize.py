@@ -3,7 +3,6 @@ validated and measured on the target; its test accuracy is the one use of the te
 
 from __future__ import annotations
 
-import inspect
 import time
 from pathlib import Path
 
@@ -44,9 +43,8 @@ def finalize(study, cfg: SearchConfig, pick: int | None = None, epochs: int = 15
     spec = archspec.write(arch, out / "arch.json")
     lr = t.params.get("lr", t.user_attrs.get("lr", 5e-3))
     tc = dict(framework=cfg.framework, arch=str(spec), epochs=epochs, batch_size=cfg.batch_size,
-              lr=lr, seed=cfg.seed, augment=cfg.augment, label_smoothing=cfg.label_smoothing)
-    if "val_split" in inspect.signature(TrainConfig).parameters:
-        tc["val_split"] = 0  # the full training set: selection is over
+              lr=lr, seed=cfg.seed, augment=cfg.augment, label_smoothing=cfg.label_smoothing,
+              val_split=0)  # the full training set: selection is over
     from .study import load_data
 
     mnist = load_data(cfg)

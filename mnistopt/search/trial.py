@@ -11,7 +11,6 @@ Optuna cannot prune multi-objective trials itself (`Trial.report` is single-obje
 
 from __future__ import annotations
 
-import inspect
 import json
 import os
 import shutil
@@ -94,8 +93,7 @@ class Objective:
         self.data = MNIST(mnist.x_train, mnist.y_train, *self.val, source=src, path=mnist.path, sha256="")
         self.train_part = MNIST(mnist.x_train[:cut], mnist.y_train[:cut], *self.val, source=src,
                                 path=mnist.path, sha256="")
-
-    running: int | None = None  # the trial in progress (what Ctrl-C interrupts)
+        self.running: int | None = None  # the trial in progress (what Ctrl-C interrupts)
 
     def __call__(self, trial) -> tuple[float, float]:
         import optuna
@@ -192,17 +190,11 @@ class Objective:
         from ..train import TrainConfig, train
 
         cfg = self.cfg
-        kw = dict(framework=cfg.framework, arch=str(trial_dir / "arch.json"), epochs=cfg.epochs,
-                  batch_size=cfg.batch_size, lr=lr, seed=cfg.seed, augment=cfg.augment,
-                  label_smoothing=cfg.label_smoothing, limit=cfg.train_images)
-        if "on_epoch" in inspect.signature(train).parameters:
-            return train(TrainConfig(**kw, val_split=len(self.val[1])), trial_dir / "run",
-                         data=self.data, progress=False, on_epoch=on_epoch)
-        # A train() without per-epoch callbacks: validate on the "test" slot, prune afterwards.
-        run = train(TrainConfig(**kw), trial_dir / "run", data=self.train_part, progress=False)
-        for h in run.metrics["history"]:
-            on_epoch(h["epoch"], h["test_accuracy"])
-        return run
+        tc = TrainConfig(framework=cfg.framework, arch=str(trial_dir / "arch.json"), epochs=cfg.epochs,
+                         batch_size=cfg.batch_size, lr=lr, seed=cfg.seed, augment=cfg.augment,
+                         label_smoothing=cfg.label_smoothing, limit=cfg.train_images,
+                         val_split=len(self.val[1]))
+        return train(tc, trial_dir / "run", data=self.data, progress=False, on_epoch=on_epoch)
 
     def _export(self, run, trial_dir: Path):
         from ..export import export
