@@ -206,6 +206,7 @@ def search(cfg: SearchConfig) -> object:
     """Run the search (`cfg.workers` processes) with progress; return the study."""
     from ..progress import progress_bar
 
+    _optuna()  # a missing extra is one line before anything is written
     cfg.out.mkdir(parents=True, exist_ok=True)
     study = open_study(cfg)  # creates it (and checks the settings) before any worker starts
     t0 = time.time()
@@ -226,16 +227,24 @@ def search(cfg: SearchConfig) -> object:
 
 
 def _run_workers(cfg: SearchConfig, poll) -> None:
-    """`cfg.workers` local processes on one study; Ctrl-C stops them (their trials resume)."""
-    spec = cfg.out / ".search-config.json"
+    """`cfg.workers` local processes on one study; Ctrl-C stops them (their trials resume).
+
+    Each worker's output goes to OUT/worker-N.log: a pipe nobody reads during an hour-long
+    search would fill up and stop the worker.
+    """
     from ..fsutil import write_json
 
+    spec = cfg.out / ".search-config.json"
     write_json(spec, config_to_json(cfg))
     threads = str(max(1, (os.cpu_count() or 1) // cfg.workers))
     env = {**os.environ, "OMP_NUM_THREADS": threads, "TF_NUM_INTRAOP_THREADS": threads,
            "TF_NUM_INTEROP_THREADS": "1"}
-    procs = [subprocess.Popen([sys.executable, "-m", "mnistopt.search.worker", str(spec), str(i)],
-                              env=env, stderr=subprocess.PIPE, text=True) for i in range(cfg.workers)]
+    logs = [cfg.out / f"worker-{i}.log" for i in range(cfg.workers)]
+    procs = []
+    for i, log in enumerate(logs):
+        with open(log, "w") as f:
+            procs.append(subprocess.Popen([sys.executable, "-m", "mnistopt.search.worker", str(spec), str(i)],
+                                          env=env, stdout=f, stderr=subprocess.STDOUT))
     try:
         while any(p.poll() is None for p in procs):
             time.sleep(2)
@@ -246,11 +255,12 @@ def _run_workers(cfg: SearchConfig, poll) -> None:
             if p.poll() is None:
                 p.terminate()
                 p.wait(30)
-    bad = [p for p in procs if p.returncode]
+    bad = [(p, log) for p, log in zip(procs, logs) if p.returncode]
     if bad:
-        tail = (bad[0].stderr.read() or "").strip().splitlines()
-        raise MnistoptError(f"{len(bad)} of {cfg.workers} search workers failed: "
-                            f"{tail[-1] if tail else 'exit ' + str(bad[0].returncode)}")
+        p, log = bad[0]
+        tail = [ln for ln in log.read_text(errors="replace").splitlines() if ln.strip()][-1:]
+        raise MnistoptError(f"{len(bad)} of {cfg.workers} search workers failed "
+                            f"({tail[0] if tail else 'exit ' + str(p.returncode)}); see {log}")
 
 
 def config_to_json(cfg: SearchConfig) -> dict:
