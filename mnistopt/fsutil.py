@@ -51,6 +51,16 @@ def write_json(path: str | os.PathLike, obj: Any, **dump_kw) -> Path:
     return write_text(path, json.dumps(obj, indent=2, **dump_kw) + "\n")
 
 
+def sha256_file(path: str | os.PathLike) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
 def check_output(path: str | os.PathLike, option: str = "--out", *, suffix: str | None = None,
                  directory: bool = False) -> Path:
     """Fail before the work, not after it, on an output location that cannot take the result:

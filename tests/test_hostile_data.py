@@ -40,12 +40,12 @@ def peak_bytes(fn, *args):
         tracemalloc.stop()
 
 
-def good_arrays(n=12):
+def good_arrays(n=12, n_test=5):
     rng = np.random.default_rng(1)
     return {"x_train": rng.integers(0, 256, (n, 28, 28), dtype=np.uint8),
             "y_train": rng.integers(0, 10, n, dtype=np.uint8),
-            "x_test": rng.integers(0, 256, (5, 28, 28), dtype=np.uint8),
-            "y_test": rng.integers(0, 10, 5, dtype=np.uint8)}
+            "x_test": rng.integers(0, 256, (n_test, 28, 28), dtype=np.uint8),
+            "y_test": rng.integers(0, 10, n_test, dtype=np.uint8)}
 
 
 # --- IDX ------------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ import pytest
 
 from mnistopt import data as D
 from mnistopt.errors import MnistoptError
+from test_hostile_data import good_arrays
 
 hypothesis = pytest.importorskip("hypothesis")
 from hypothesis import HealthCheck, given, settings  # noqa: E402
@@ -36,12 +37,8 @@ def idx(arr):
             + arr.tobytes())
 
 
-def arrays(n=2):
-    rng = np.random.default_rng(0)
-    return {"x_train": rng.integers(0, 256, (n, 28, 28), dtype=np.uint8),
-            "y_train": rng.integers(0, 10, n, dtype=np.uint8),
-            "x_test": rng.integers(0, 256, (1, 28, 28), dtype=np.uint8),
-            "y_test": rng.integers(0, 10, 1, dtype=np.uint8)}
+def arrays():
+    return good_arrays(2, 1)
 
 
 def npz(save, **extra) -> bytes:
@@ -115,28 +112,20 @@ def test_seeds_are_valid():
     assert D.read_cache(io.BytesIO(CACHE_SEEDS[0])).x_test.shape == (1, 28, 28)
 
 
+READERS = {
+    "idx": (IDX_SEEDS, lambda b: D.read_idx_bytes(b, "fuzz")),
+    "npz": (NPZ_SEEDS, lambda b: D.read_npz(io.BytesIO(b), D.KEYS, "fuzz")),
+    "pickle": (PICKLE_SEEDS, lambda b: D.arrays_from_pickle(b, "fuzz")),
+    "cache": (CACHE_SEEDS, lambda b: D.read_cache(io.BytesIO(b))),
+}
+
+
+@pytest.mark.parametrize("reader", READERS)
 @FUZZ
-@given(hostile(IDX_SEEDS))
-def test_fuzz_idx(raw):
-    check(lambda b: D.read_idx_bytes(b, "fuzz"), raw)
-
-
-@FUZZ
-@given(hostile(NPZ_SEEDS))
-def test_fuzz_npz(raw):
-    check(lambda b: D.read_npz(io.BytesIO(b), D.KEYS, "fuzz"), raw)
-
-
-@FUZZ
-@given(hostile(PICKLE_SEEDS))
-def test_fuzz_pickle(raw):
-    check(lambda b: D.arrays_from_pickle(b, "fuzz"), raw)
-
-
-@FUZZ
-@given(hostile(CACHE_SEEDS))
-def test_fuzz_cache(raw):
-    check(lambda b: D.read_cache(io.BytesIO(b)), raw)
+@given(data=st.data())
+def test_fuzz_reader(reader, data):
+    seeds, read = READERS[reader]
+    check(read, data.draw(hostile(seeds)))
 
 
 # --- the sidecar validator ------------------------------------------------------------------

@@ -118,7 +118,7 @@ def test_weights_that_were_changed_are_refused(runs, tmp_path, fw):
     arrays[name] = np.zeros((3, 3), np.float32)
     np.savez(run / "weights.npz", **arrays)
     m = json.loads((run / "metrics.json").read_text())
-    from mnistopt.train.weights import sha256_file
+    from mnistopt.fsutil import sha256_file
 
     m["weights"]["sha256"] = sha256_file(run / "weights.npz")
     (run / "metrics.json").write_text(json.dumps(m))
@@ -133,7 +133,7 @@ def test_weights_holding_an_object_array_are_refused(runs, tmp_path):
     arrays[next(iter(arrays))] = np.array([{"x": 1}], dtype=object)
     np.savez(run / "weights.npz", **arrays, allow_pickle=True)
     m = json.loads((run / "metrics.json").read_text())
-    from mnistopt.train.weights import sha256_file
+    from mnistopt.fsutil import sha256_file
 
     m["weights"]["sha256"] = sha256_file(run / "weights.npz")
     (run / "metrics.json").write_text(json.dumps(m))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import tempfile
@@ -15,7 +14,7 @@ import numpy as np
 
 from ..artifact import sidecar_path
 from ..errors import ConfigError, ValidationError
-from ..fsutil import atomic_path, check_output, write_json
+from ..fsutil import atomic_path, check_output, sha256_file, write_json
 from .registry import FORMATS, MODES, QUANT_TAGS, choose, format_module, get_exporter
 
 SCHEMA = "mnistopt.artifact/1"
@@ -69,14 +68,6 @@ def _target(run, fmt, mode, out, many: bool) -> Path:
             raise ConfigError(f"--out {out}: a {fmt} file should end in {FORMATS[fmt]}")
         return out
     return out / default_path(run, fmt, mode).name
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def export(run, format: str | Sequence[str] = "onnx", quantize: str | Sequence[str] = "none", *,

@@ -195,6 +195,13 @@ class Run:
             self._model = load_model(self)
         return self._model
 
+    @property
+    def arch_spec(self):
+        """The `Arch` the run was trained with, rebuilt from metrics.json alone."""
+        from ..archspec import from_run_metrics
+
+        return from_run_metrics(self.metrics, str(self.path / "metrics.json"))
+
     def logits(self, images: np.ndarray, batch_size: int = 1000) -> np.ndarray:
         """Native logits (N, 10) float32 for uint8 images (N, 28, 28)."""
         mod = backend(self.framework)
@@ -236,7 +243,9 @@ def load_run(path: str | os.PathLike) -> Run:
         raise RunError(f"{mfile}: unreadable or incomplete ({exc})") from None
     if not (path / metrics["native"]).exists():
         raise RunError(f"{path}: the native model {metrics['native']} is missing")
-    return Run(path=path, metrics=metrics)
+    run = Run(path=path, metrics=metrics)
+    run.arch_spec  # a bad spec is one clear error now, not a framework's traceback later
+    return run
 
 
 def latest_run(root: str | os.PathLike | None = None) -> Run:
@@ -278,7 +287,7 @@ def check_run_dir(out: Path) -> Path:
 def default_run_dir(cfg: TrainConfig, root: Path | None = None) -> Path:
     from ..workspace import workspace
 
-    return (root or workspace() / "runs") / f"{cfg.framework}-{cfg.arch}"
+    return (root or workspace() / "runs") / f"{cfg.framework}-{get_arch(cfg.arch).name}"
 
 
 def fit(cfg: TrainConfig, data, *, progress: bool = True,
@@ -320,6 +329,8 @@ def train(cfg: TrainConfig, out: Path | None = None, *, data=None, progress: boo
         data = load_mnist()
     out.parent.mkdir(parents=True, exist_ok=True)
 
+    from ..archspec import to_dict
+
     arch = get_arch(cfg.arch)
     mod = backend(cfg.framework)
     model, result = fit(cfg, data, progress=progress, on_epoch=on_epoch)
@@ -331,7 +342,8 @@ def train(cfg: TrainConfig, out: Path | None = None, *, data=None, progress: boo
         native = mod.save(model, tmp)
         metrics = {
             "framework": cfg.framework,
-            "arch": cfg.arch,
+            "arch": arch.name,
+            "arch_spec": to_dict(arch),
             "params": arch.params,
             "macs": arch.macs,
             "native": native,

@@ -19,7 +19,7 @@ def _choices(names) -> str:
 
 def train_command(
     framework: Annotated[str, typer.Option(help=_choices(FRAMEWORKS))] = "torch",
-    arch: Annotated[str, typer.Option(help=_choices(ARCHS))] = "seed",
+    arch: Annotated[str, typer.Option(help=_choices([*ARCHS, "FILE.json"]))] = "seed",
     epochs: Annotated[int, typer.Option()] = 1,
     batch_size: Annotated[int, typer.Option()] = 64,
     lr: Annotated[float, typer.Option(help="Peak learning rate (Adam)")] = 1e-3,

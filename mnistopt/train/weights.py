@@ -17,13 +17,13 @@ when the user says they trust it (`--trust-savedmodel`, or MNISTOPT_TRUST_SAVEDM
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import DataError, RunError
+from ..fsutil import sha256_file
 
 WEIGHTS = "weights.npz"
 TRUST_ENV = "MNISTOPT_TRUST_SAVEDMODEL"
@@ -38,14 +38,6 @@ def trust_savedmodel() -> None:
 
 def savedmodel_trusted() -> bool:
     return os.environ.get(TRUST_ENV, "") == "1"
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def save(arrays: dict[str, np.ndarray], run_dir: Path) -> dict:
@@ -109,10 +101,9 @@ def _names(what: str, names: list[str]) -> str:
 def load_model(run):
     """`run`'s model, rebuilt from its arch and loaded from weights.npz (or, for a run written
     before that file existed, from its native file as the module docstring says)."""
-    from ..archs import get_arch
     from . import backend
 
-    mod, arch = backend(run.framework), get_arch(run.arch)
+    mod, arch = backend(run.framework), run.arch_spec  # the spec recorded at training time
     if "weights" in run.metrics:
         model = mod.build(arch)
         mod.set_weights(model, load(run.path, run.metrics["weights"], mod.weights(model)))
