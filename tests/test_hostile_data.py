@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from mnistopt import data as D
-from mnistopt.errors import ConfigError, DataError, IdxFormatError, UnsafePickleError
+from mnistopt.errors import ConfigError, DataError, IdxFormatError, MnistoptError, UnsafePickleError
 
 MB = 1 << 20
 
@@ -137,11 +137,14 @@ def test_source_ints_outside_a_byte_are_refused_not_wrapped(tmp_path):
 def test_mnistopt_data_a_directory_is_one_line_before_any_work(tmp_path, monkeypatch):
     monkeypatch.setenv("MNISTOPT_DATA", str(tmp_path))
     monkeypatch.setattr(D, "arrays_from_source", lambda *a: pytest.fail("work started"))
-    with pytest.raises(DataError, match="MNISTOPT_DATA.*is a directory"):
+    with pytest.raises(DataError, match="MNISTOPT_DATA .*: is a directory"):
         D.load_mnist()
     (tmp_path / "file").write_text("x")
     monkeypatch.setenv("MNISTOPT_DATA", str(tmp_path / "file" / "mnist.npz"))
-    with pytest.raises(DataError, match="is a file, not a directory"):
+    with pytest.raises(MnistoptError, match="MNISTOPT_DATA .*is a file, not a directory"):
+        D.load_mnist()
+    monkeypatch.setenv("MNISTOPT_DATA", "/proc/mnist.npz")
+    with pytest.raises(MnistoptError, match="cannot create files in /proc"):
         D.load_mnist()
 
 
