@@ -13,6 +13,7 @@ import gzip
 import io
 import os
 import pickle
+import struct
 import zipfile
 import zlib
 from pathlib import Path
@@ -162,7 +163,8 @@ def read_npz(path: Path, keys=None, name: str | None = None, *,
     name = name or str(path)
     try:
         zf = zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError) as exc:
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError,
+            NotImplementedError, struct.error) as exc:  # e.g. "zip file version 6.3"
         raise DataError(f"{name}: not a readable .npz file ({exc})") from None
     with zf:
         if keys is None:

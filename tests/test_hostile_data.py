@@ -194,6 +194,16 @@ def test_npz_members_are_checked_before_they_are_read(tmp_path, member, message)
     assert message in str(err) and peak < 2 * MB
 
 
+def test_npz_from_a_future_zip_version_is_a_data_error(tmp_path):
+    """Found by the fuzzer: zipfile raises NotImplementedError for it."""
+    np.savez(tmp_path / "m.npz", **good_arrays())
+    raw = bytearray((tmp_path / "m.npz").read_bytes())
+    raw[raw.rfind(b"PK\x01\x02") + 6] = 99  # "version needed to extract" 9.9
+    (tmp_path / "m.npz").write_bytes(bytes(raw))
+    with pytest.raises(DataError, match="zip file version 9.9"):
+        D.arrays_from_npz(tmp_path / "m.npz")
+
+
 def test_npz_bzip2_member_is_refused(tmp_path):
     path = npz_with(tmp_path / "m.npz", {k: npy_bytes(v) for k, v in good_arrays().items()},
                     zipfile.ZIP_BZIP2)
