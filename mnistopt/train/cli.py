@@ -63,8 +63,6 @@ def train_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print metrics as JSON")] = False,
 ) -> None:
     """Train a CNN on MNIST in PyTorch, Keras or TensorFlow; write a run directory."""
-    from click.core import ParameterSource
-
     from . import TrainConfig, train
     from .recipes import with_recipe
 
@@ -73,7 +71,8 @@ def train_command(
                  target_acc=target_acc, schedule=schedule.lower(), weight_decay=weight_decay,
                  label_smoothing=label_smoothing, limit=limit, val_split=val_split,
                  loop=loop.lower(), compile=compile, betas=_betas(betas))
-    explicit = {k for k in given if ctx.get_parameter_source(k) == ParameterSource.COMMANDLINE}
+    # By name: typer may bring its own copy of click, whose enum is not click's.
+    explicit = {k for k in given if getattr(ctx.get_parameter_source(k), "name", "") == "COMMANDLINE"}
     cfg = TrainConfig(**with_recipe(recipe, given, explicit))
     cfg.validate()  # bad arguments fail before any data or framework is loaded
     dataset = None
