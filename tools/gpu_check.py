@@ -292,7 +292,10 @@ def main(argv=None) -> int:
             rep["errors"][name] = f"{type(exc).__name__}: {exc}"
             traceback.print_exc()
         save()
-    print(headline(rep))
+    try:
+        print(headline(rep))
+    except (KeyError, TypeError, ValueError) as exc:  # the JSON is written; the summary is a courtesy
+        print(f"(no summary: {exc!r}; see {path})")
     return 0
 
 
