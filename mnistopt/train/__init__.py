@@ -190,8 +190,15 @@ class Run:
     @property
     def model(self):
         if self._model is None:
-            self._model = backend(self.framework).load(self.path, get_arch(self.arch))
+            self._model = backend(self.framework).load(self.path, self.arch_spec)
         return self._model
+
+    @property
+    def arch_spec(self):
+        """The `Arch` the run was trained with, rebuilt from metrics.json alone."""
+        from ..archspec import from_run_metrics
+
+        return from_run_metrics(self.metrics, str(self.path / "metrics.json"))
 
     def logits(self, images: np.ndarray, batch_size: int = 1000) -> np.ndarray:
         """Native logits (N, 10) float32 for uint8 images (N, 28, 28)."""
@@ -234,7 +241,9 @@ def load_run(path: str | os.PathLike) -> Run:
         raise RunError(f"{mfile}: unreadable or incomplete ({exc})") from None
     if not (path / metrics["native"]).exists():
         raise RunError(f"{path}: the native model {metrics['native']} is missing")
-    return Run(path=path, metrics=metrics)
+    run = Run(path=path, metrics=metrics)
+    run.arch_spec  # a bad spec is one clear error now, not a framework's traceback later
+    return run
 
 
 def latest_run(root: str | os.PathLike | None = None) -> Run:
@@ -267,7 +276,7 @@ def data_from_path(path: str | os.PathLike):
 def default_run_dir(cfg: TrainConfig, root: Path | None = None) -> Path:
     from ..workspace import workspace
 
-    return (root or workspace() / "runs") / f"{cfg.framework}-{cfg.arch}"
+    return (root or workspace() / "runs") / f"{cfg.framework}-{get_arch(cfg.arch).name}"
 
 
 def fit(cfg: TrainConfig, data, *, progress: bool = True,
@@ -312,6 +321,8 @@ def train(cfg: TrainConfig, out: Path | None = None, *, data=None, progress: boo
         raise ConfigError(f"{out} exists and is not a run directory; choose another --out")
     out.parent.mkdir(parents=True, exist_ok=True)
 
+    from ..archspec import to_dict
+
     arch = get_arch(cfg.arch)
     mod = backend(cfg.framework)
     model, result = fit(cfg, data, progress=progress, on_epoch=on_epoch)
@@ -323,7 +334,8 @@ def train(cfg: TrainConfig, out: Path | None = None, *, data=None, progress: boo
         native = mod.save(model, tmp)
         metrics = {
             "framework": cfg.framework,
-            "arch": cfg.arch,
+            "arch": arch.name,
+            "arch_spec": to_dict(arch),
             "params": arch.params,
             "macs": arch.macs,
             "native": native,

@@ -34,7 +34,7 @@ def train_command(
     recipe: Annotated[Optional[str], typer.Option(
         help=f"Start from a named recipe ({_choices(RECIPES)}); options given here win")] = None,
     framework: Annotated[str, typer.Option(help=_choices(FRAMEWORKS))] = "torch",
-    arch: Annotated[str, typer.Option(help=_choices(ARCHS))] = "seed",
+    arch: Annotated[str, typer.Option(help=_choices([*ARCHS, "FILE.json"]))] = "seed",
     epochs: Annotated[int, typer.Option()] = 1,
     batch_size: Annotated[int, typer.Option()] = 64,
     lr: Annotated[float, typer.Option(help="Peak learning rate (Adam)")] = 1e-3,

@@ -47,7 +47,11 @@ def build(arch: A.Arch, seed: int = 0) -> nn.Sequential:
         if isinstance(spec, A.Normalize):
             layers.append(Normalize(spec.mean, spec.std))
         elif isinstance(spec, A.Conv):
-            layers.append(nn.Conv2d(c, c_out, spec.k, padding=spec.pad, bias=spec.bias))
+            layers.append(nn.Conv2d(c, c_out, spec.k, stride=spec.stride, padding=spec.pad, bias=spec.bias))
+        elif isinstance(spec, A.DepthwiseConv):
+            # groups=c: every input channel gets its own `multiplier` filters, none mixes channels.
+            layers.append(nn.Conv2d(c, c_out, spec.k, stride=spec.stride, padding=spec.pad,
+                                    bias=spec.bias, groups=c))
         elif isinstance(spec, A.BatchNorm):
             # torch's momentum is the weight of the *new* batch statistic; the spec follows
             # Keras (weight of the old running value), hence 1 - momentum.
@@ -56,6 +60,8 @@ def build(arch: A.Arch, seed: int = 0) -> nn.Sequential:
             layers.append(nn.ReLU())
         elif isinstance(spec, A.MaxPool):
             layers.append(nn.MaxPool2d(spec.k))
+        elif isinstance(spec, A.AvgPool):
+            layers.append(nn.AvgPool2d(spec.k))
         elif isinstance(spec, A.GlobalAvgPool):
             layers.append(nn.AdaptiveAvgPool2d(1))
             layers.append(nn.Flatten())
