@@ -56,6 +56,10 @@ FRAMEWORKS: dict[str, Framework] = {
 FRAMEWORK_PACKAGES = {name: f.package for name, f in FRAMEWORKS.items()}
 DEVICES = ("cpu", "gpu")
 SCHEDULES = ("onecycle", "constant")  # one-cycle: linear warm-up, cosine decay
+# "standard": the explicit step-by-step loop; "fast": the device-resident loop of
+# train/torch_fast.py (whole data set on the device, no host sync inside an epoch);
+# "auto": fast on a GPU, standard on the CPU.
+LOOPS = ("auto", "standard", "fast")
 # The classic 55,000 / 5,000 split of MNIST's training set (TensorFlow's original MNIST
 # tutorial): 5,000 images measure accuracy near 99 % to about +-0.14 pp (one standard error),
 # fine enough to stop at a target, and leave 92 % of the images to train on.
@@ -126,6 +130,13 @@ class TrainConfig:
     label_smoothing: float = 0.0
     limit: int | None = None  # train on the first N images only (tests, smoke runs)
     val_split: int = DEFAULT_VAL_SPLIT  # the last N training images validate; 0: none
+    loop: str = "auto"  # one of LOOPS; "fast" is torch's
+    compile: bool = False  # torch.compile the model (fast loop); compile time reported apart
+    betas: tuple[float, float] | None = None  # Adam's (fast loop); None: the framework's
+
+    def uses_fast_loop(self) -> bool:
+        return self.framework == "torch" and (
+            self.loop == "fast" or (self.loop == "auto" and self.device == "gpu"))
 
     def validate(self) -> None:
         """Every option checked once, here; each error names the option and its range."""
@@ -160,6 +171,15 @@ class TrainConfig:
                 raise ConfigError(f"{option} is a number in {span}, got {value!r}")
         if self.target_acc is not None and not self.val_split:
             raise ConfigError("--target-acc stops on validation accuracy: it needs --val-split > 0")
+        if self.loop not in LOOPS:
+            raise ConfigError(f"--loop must be one of {', '.join(LOOPS)}, got '{self.loop}'")
+        if self.loop == "fast" and self.framework != "torch":
+            raise ConfigError(f"--loop fast is the torch trainer's; {self.framework} has the standard loop")
+        if (self.compile or self.betas) and not self.uses_fast_loop():
+            what = "--compile" if self.compile else "--betas"
+            raise ConfigError(f"{what} applies to the torch fast loop: add --loop fast (or --device gpu)")
+        if self.betas is not None and (len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas)):
+            raise ConfigError(f"--betas are two numbers in [0, 1), e.g. 0.7,0.9; got {self.betas}")
 
 
 @dataclass
