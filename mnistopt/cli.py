@@ -11,6 +11,7 @@ or sub-app, a `MnistoptError`, Ctrl-C. Each is one line on stderr, never a box o
 from __future__ import annotations
 
 import sys
+import warnings
 
 import typer
 
@@ -99,8 +100,15 @@ def _command_words(argv: list[str]) -> str:
     return " ".join(words)
 
 
+def warning_line(message, category, filename, lineno, line=None) -> str:
+    """A warning (a sidecar ignored, say) as one `warning: ...` line, without Python's echo of
+    the source line that raised it."""
+    return f"warning: {one_line(message)}\n"
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
+    warnings.formatwarning = warning_line
     try:
         # Not standalone: click hands usage errors and Ctrl-C back here instead of printing
         # them in its own (rich, boxed) way. It turns KeyboardInterrupt into Exit(130).

@@ -68,7 +68,7 @@ def test_a_backend_missing_a_function_fails_at_lookup(monkeypatch):
     fake.LAYOUT, fake.build = "NCHW", lambda arch, seed=0: None
     monkeypatch.setitem(sys.modules, fake.__name__, fake)
     monkeypatch.setitem(T.FRAMEWORKS, "fake", T.Framework(fake.__name__, "torch", "model.pt", "numpy"))
-    with pytest.raises(TypeError, match="lacks fit, save, load, logits, device_check"):
+    with pytest.raises(TypeError, match="lacks fit, save, weights, set_weights, load, logits, device_check"):
         backend("fake")
 
 
@@ -205,7 +205,7 @@ def test_load_run_errors(tmp_path):
 
 @pytest.mark.parametrize("args, message", [
     (["--arch", "nope"], "unknown architecture 'nope'"),
-    (["--epochs", "0"], "--epochs must be at least 1"),
+    (["--epochs", "0"], "--epochs is a whole number in [1, 10,000], got 0"),
     (["--data", "/nonexistent/mnist"], "no such file or directory"),
     (["--framework", "jax"], "unknown framework 'jax'; choose one of: torch, keras, tf"),
     (["--target-acc", "0.99", "--val-split", "0"], "needs --val-split > 0"),

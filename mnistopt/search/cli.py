@@ -54,9 +54,13 @@ def search_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON")] = False,
 ) -> None:
     """Search architectures for the best int8 validation accuracy within a target's budget."""
+    from ..fsutil import check_output
     from .config import SearchConfig
     from .front import write_report
     from .study import search
+
+    if out is not None:
+        check_output(out, "--out", directory=True)
 
     cfg = SearchConfig.from_args(
         target, budget or [], max_params=max_params, cost=cost or "", trials=trials,

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from ..errors import DeviceError, RunError
+from ..errors import DeviceError
 
 
 @dataclass(frozen=True)
@@ -119,30 +119,24 @@ class _Keras(_TFNative):
 
 
 class _TF(_TFNative):
-    """The SavedModel's serving signature: a traced tf.function graph."""
+    """The model's serving function, a traced tf.function graph: the one the run's SavedModel
+    holds, traced here from the model rebuilt from its arch and weights (train/weights.py)."""
 
     def __init__(self, run_dir, threads, device):
         super().__init__(run_dir, threads, device)
-        path = self.run_.native_path
-        if not path.is_dir():
-            raise RunError(f"{path}: not a SavedModel directory")
         with self.tf.device(self.dev):
-            self.loaded = self.tf.saved_model.load(str(path))
-        self.fn = self.loaded.signatures["serving_default"]
-        _, kwargs = self.fn.structured_input_signature
-        self.input_name = next(iter(kwargs))
+            self.fn = self.run_.model.serve
 
     def run(self, x):
         with self.tf.device(self.dev):
-            out = self.fn(**{self.input_name: x})
-        return next(iter(out.values())).numpy()
+            return self.fn(x)["logits"].numpy()
 
 
 register(Backend("onnxruntime", "artifact", _open_artifact, "onnxruntime", ("cpu", "gpu")))
 register(Backend("litert", "artifact", _open_artifact, "LiteRT", ("cpu",)))
 register(Backend("torch", "native", _Torch, "torch eager", ("cpu", "gpu")))
 register(Backend("keras", "native", _Keras, "keras eager", ("cpu", "gpu")))
-register(Backend("tf", "native", _TF, "tf.function (SavedModel)", ("cpu", "gpu")))
+register(Backend("tf", "native", _TF, "tf.function", ("cpu", "gpu")))
 
 # Which native backend runs a run directory of each framework.
 NATIVE_FOR_FRAMEWORK = {"torch": "torch", "keras": "keras", "tf": "tf"}

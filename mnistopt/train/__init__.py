@@ -35,8 +35,9 @@ import numpy as np
 
 from ..archs import get_arch
 from ..errors import ConfigError, RunError
-from ..fsutil import write_json
+from ..fsutil import check_output, replace_dir, write_json
 from .loop import EpochLog, OnEpoch, Splits, make_splits
+from .weights import save as save_weights
 
 
 @dataclass(frozen=True)
@@ -81,7 +82,14 @@ class Backend(Protocol):
     def save(self, model, run_dir: Path) -> str:
         """Write the native model into run_dir; return its file or directory name."""
 
-    def load(self, run_dir: Path, arch) -> Any: ...
+    def weights(self, model) -> dict[str, np.ndarray]:
+        """The model's arrays by name (what weights.npz holds)."""
+
+    def set_weights(self, model, arrays: dict[str, np.ndarray]) -> None:
+        """Load `arrays` (names and shapes already checked against `weights`) into `model`."""
+
+    def load(self, run_dir: Path, arch) -> Any:
+        """A run written before weights.npz: read its native file (train/weights.py says how)."""
 
     def logits(self, model, x01: np.ndarray) -> np.ndarray:
         """(N, 10) float32 logits for float32 [0, 1] images in LAYOUT."""
@@ -100,8 +108,8 @@ def backend(framework: str) -> Backend:
     require(fw.package, fw.extra, f"the {framework} framework")
     mod = importlib.import_module(fw.module)
     if not isinstance(mod, Backend):
-        missing = [n for n in ("LAYOUT", "build", "fit", "save", "load", "logits", "device_check")
-                   if not hasattr(mod, n)]
+        missing = [n for n in ("LAYOUT", "build", "fit", "save", "weights", "set_weights", "load",
+                               "logits", "device_check") if not hasattr(mod, n)]
         raise TypeError(f"{fw.module} does not implement train.Backend: lacks {', '.join(missing)}")
     return mod
 
@@ -131,25 +139,36 @@ class TrainConfig:
             self.loop == "fast" or (self.loop == "auto" and self.device == "gpu"))
 
     def validate(self) -> None:
+        """Every option checked once, here; each error names the option and its range."""
         get_arch(self.arch)
         if self.framework not in FRAMEWORKS:
             raise ConfigError(f"unknown framework '{self.framework}'; choose one of: {', '.join(FRAMEWORKS)}")
-        if self.epochs <= 0:
-            raise ConfigError(f"--epochs must be at least 1, got {self.epochs}")
-        if self.batch_size <= 0:
-            raise ConfigError(f"--batch-size must be at least 1, got {self.batch_size}")
-        if not self.lr > 0:
-            raise ConfigError(f"--lr must be positive, got {self.lr}")
-        if self.device not in DEVICES:
-            raise ConfigError(f"--device must be one of {', '.join(DEVICES)}, got '{self.device}'")
-        if self.schedule not in SCHEDULES:
-            raise ConfigError(f"--schedule must be one of {', '.join(SCHEDULES)}, got '{self.schedule}'")
-        if self.limit is not None and self.limit <= 0:
-            raise ConfigError(f"--limit must be at least 1, got {self.limit}")
-        if self.val_split < 0:
-            raise ConfigError(f"--val-split is a number of images (0: none), got {self.val_split}")
-        if self.target_acc is not None and not 0 < self.target_acc <= 1:
-            raise ConfigError(f"--target-acc is a fraction in (0, 1], got {self.target_acc}")
+        for option, value, choices in (("--device", self.device, DEVICES),
+                                       ("--schedule", self.schedule, SCHEDULES)):
+            if value not in choices:
+                raise ConfigError(f"{option} must be one of {', '.join(choices)}, got '{value}'")
+        for option, value, lo, hi in (("--epochs", self.epochs, 1, 10_000),
+                                      ("--batch-size", self.batch_size, 1, 65_536),
+                                      ("--seed", self.seed, 0, 2**31 - 1),
+                                      ("--val-split", self.val_split, 0, 10**7),
+                                      ("--limit", self.limit, 1, 10**7)):
+            if value is None and option == "--limit":
+                continue
+            if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+                raise ConfigError(f"{option} is a whole number in [{lo}, {hi:,}], got {value!r}")
+        # option, value, low, high, whether low and high themselves are allowed
+        for option, value, lo, hi, lo_in, hi_in in (
+                ("--lr", self.lr, 0, 10, False, True),
+                ("--weight-decay", self.weight_decay, 0, 1, True, False),
+                ("--label-smoothing", self.label_smoothing, 0, 1, True, False),
+                ("--target-acc", self.target_acc, 0, 1, False, True)):
+            if value is None and option == "--target-acc":
+                continue
+            number = isinstance(value, (int, float)) and not isinstance(value, bool)
+            if not (number and (lo <= value if lo_in else lo < value)
+                    and (value <= hi if hi_in else value < hi)):  # NaN fails both
+                span = f"{'[' if lo_in else '('}{lo}, {hi}{']' if hi_in else ')'}"
+                raise ConfigError(f"{option} is a number in {span}, got {value!r}")
         if self.target_acc is not None and not self.val_split:
             raise ConfigError("--target-acc stops on validation accuracy: it needs --val-split > 0")
         if self.loop not in LOOPS:
@@ -189,8 +208,11 @@ class Run:
 
     @property
     def model(self):
+        """The model rebuilt from its arch with the run's weights (nothing in the run runs)."""
         if self._model is None:
-            self._model = backend(self.framework).load(self.path, self.arch_spec)
+            from .weights import load_model
+
+            self._model = load_model(self)
         return self._model
 
     @property
@@ -273,6 +295,15 @@ def data_from_path(path: str | os.PathLike):
     return MNIST(**arrays, source=desc, path=Path(path), sha256=arrays_sha256(arrays))
 
 
+def check_run_dir(out: Path) -> Path:
+    """`out` if a run can be written there: a finished run is replaced, but never a directory
+    that is not one (--out ~ by mistake), nor a file, nor a place that takes no files."""
+    out = check_output(out, "--out", directory=True)
+    if out.is_dir() and not ((out / "metrics.json").is_file() or not any(out.iterdir())):
+        raise ConfigError(f"--out {out}: exists and is not a run directory; choose another")
+    return out
+
+
 def default_run_dir(cfg: TrainConfig, root: Path | None = None) -> Path:
     from ..workspace import workspace
 
@@ -311,14 +342,11 @@ def train(cfg: TrainConfig, out: Path | None = None, *, data=None, progress: boo
     ends the run with nothing written.
     """
     cfg.validate()
+    out = check_run_dir(Path(out) if out else default_run_dir(cfg))
     if data is None:
         from ..data import load_mnist
 
         data = load_mnist()
-    out = Path(out) if out else default_run_dir(cfg)
-    # A finished run is replaced, but never a directory that is not one (--out ~ by mistake).
-    if out.exists() and not (out.is_dir() and ((out / "metrics.json").is_file() or not any(out.iterdir()))):
-        raise ConfigError(f"{out} exists and is not a run directory; choose another --out")
     out.parent.mkdir(parents=True, exist_ok=True)
 
     from ..archspec import to_dict
@@ -341,6 +369,7 @@ def train(cfg: TrainConfig, out: Path | None = None, *, data=None, progress: boo
             "native": native,
             "layout": mod.LAYOUT,
             "native_sha256": native_sha256(tmp / native),
+            "weights": save_weights(mod.weights(model), tmp),
             "config": asdict(cfg),
             **result,
         }
@@ -348,9 +377,7 @@ def train(cfg: TrainConfig, out: Path | None = None, *, data=None, progress: boo
         # mkdtemp/mkstemp make private (0700/0600) entries; a run is meant to be shared.
         os.chmod(tmp, 0o755)
         os.chmod(tmp / "metrics.json", 0o644)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
+        replace_dir(tmp, out)  # `out` is whole at every instant: the old run or the new
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -63,7 +63,7 @@ def train_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print metrics as JSON")] = False,
 ) -> None:
     """Train a CNN on MNIST in PyTorch, Keras or TensorFlow; write a run directory."""
-    from . import TrainConfig, train
+    from . import TrainConfig, check_run_dir, default_run_dir, train
     from .recipes import with_recipe
 
     given = dict(framework=framework.lower(), arch=arch, epochs=epochs, batch_size=batch_size,
@@ -75,6 +75,7 @@ def train_command(
     explicit = {k for k in given if getattr(ctx.get_parameter_source(k), "name", "") == "COMMANDLINE"}
     cfg = TrainConfig(**with_recipe(recipe, given, explicit))
     cfg.validate()  # bad arguments fail before any data or framework is loaded
+    out = check_run_dir(out or default_run_dir(cfg))
     dataset = None
     if data is not None:
         from . import data_from_path

@@ -155,16 +155,53 @@ def fit(model: keras.Model, cfg, data, log) -> dict:
 
 
 def save(model: keras.Model, run_dir: Path) -> str:
-    # The inference model was never compiled, so the file holds architecture + weights only.
+    # The inference model was never compiled, so the file holds architecture + weights only:
+    # what Keras users load. mnistopt itself reads weights.npz (train/weights.py).
     model.save(run_dir / "model.keras")
     return "model.keras"
 
 
+def weights(model: keras.Model) -> dict[str, np.ndarray]:
+    # By position: layer names carry a per-process counter (conv2d_3), positions do not.
+    return {f"layers.{i}.{j}": w for i, layer in enumerate(model.layers)
+            for j, w in enumerate(layer.get_weights())}
+
+
+def set_weights(model: keras.Model, arrays: dict[str, np.ndarray]) -> None:
+    for i, layer in enumerate(model.layers):
+        n = len(layer.weights)
+        if n:
+            layer.set_weights([arrays[f"layers.{i}.{j}"] for j in range(n)])
+
+
+# A .keras file is a zip; only its weights member is read, never its config.json.
+WEIGHTS_MEMBER = "model.weights.h5"
+MAX_WEIGHTS_BYTES = 256 << 20
+
+
 def load(run_dir: Path, arch: A.Arch) -> keras.Model:
+    """A run written before weights.npz: the arch rebuilt, the weights read by position from
+    the model.weights.h5 inside model.keras (Keras' own weights-only format)."""
+    import shutil
+    import tempfile
+    import zipfile
+
+    path = run_dir / "model.keras"
+    model = build(arch)
     try:
-        return keras.models.load_model(run_dir / "model.keras", compile=False)
-    except Exception as exc:  # a zip that is not a Keras model, truncated, ...
-        raise RunError(f"{run_dir / 'model.keras'}: cannot load ({exc})") from None
+        with zipfile.ZipFile(path) as zf, tempfile.TemporaryDirectory() as tmp:
+            info = zf.getinfo(WEIGHTS_MEMBER)
+            if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED) \
+                    or info.file_size > MAX_WEIGHTS_BYTES:
+                raise ValueError(f"{WEIGHTS_MEMBER} is {info.file_size:,} bytes or oddly compressed")
+            h5 = Path(tmp) / "w.weights.h5"
+            with zf.open(info) as src, open(h5, "wb") as dst:  # zipfile stops at file_size
+                shutil.copyfileobj(src, dst)
+            model.load_weights(h5)
+    except Exception as exc:  # not a zip, no weights member, weights of another arch, ...
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:120]
+        raise RunError(f"{path}: cannot read its weights as '{arch.name}' ({first})") from None
+    return model
 
 
 def logits(model: keras.Model, x01: np.ndarray) -> np.ndarray:

@@ -330,12 +330,29 @@ def save(net: Net, run_dir: Path) -> str:
     return "saved_model"
 
 
+def _variables(net: Net) -> dict[str, tf.Variable]:
+    """Every variable of `net` by its place: layers.<index>.<attribute>."""
+    return {f"layers.{i}.{k}": v for i, layer in enumerate(net.layers)
+            for k, v in sorted(vars(layer).items()) if isinstance(v, tf.Variable)}
+
+
+def weights(net: Net) -> dict[str, np.ndarray]:
+    return {k: v.numpy() for k, v in _variables(net).items()}
+
+
+def set_weights(net: Net, arrays: dict[str, np.ndarray]) -> None:
+    for k, v in _variables(net).items():
+        v.assign(arrays[k])
+
+
 def load(run_dir: Path, arch: A.Arch):
-    """The restored SavedModel object; it has `.serve` like a freshly built Net."""
+    """The restored SavedModel object (it has `.serve` like a freshly built Net). This runs
+    the graph stored in the run: train/weights.py calls it only for a run the user trusts."""
     try:
         return tf.saved_model.load(str(run_dir / "saved_model"))
     except Exception as exc:  # truncated or not a SavedModel
-        raise RunError(f"{run_dir / 'saved_model'}: cannot load ({exc})") from None
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:120]
+        raise RunError(f"{run_dir / 'saved_model'}: cannot load ({first})") from None
 
 
 def logits(model, x01: np.ndarray) -> np.ndarray:

@@ -200,20 +200,49 @@ def _fit(model: nn.Module, cfg, data, log, device) -> None:
 # 5. Saving, loading, inference.
 
 def save(model: nn.Module, run_dir: Path) -> str:
-    # The state_dict is only tensors (weights and batch-norm statistics); the architecture is
-    # rebuilt from the arch spec on load, so no pickled code is ever executed.
+    # The state_dict is only tensors (weights and batch-norm statistics): what torch users
+    # load. mnistopt itself reads weights.npz (train/weights.py).
     torch.save(model.state_dict(), run_dir / "model.pt")
     return "model.pt"
 
 
+def weights(model: nn.Module) -> dict[str, np.ndarray]:
+    return {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()}
+
+
+def set_weights(model: nn.Module, arrays: dict[str, np.ndarray]) -> None:
+    model.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in arrays.items()})
+    model.eval()
+
+
 def load(run_dir: Path, arch: A.Arch) -> nn.Module:
+    """A run written before weights.npz: its state_dict, read with weights_only=True."""
+    import pickle
+    import re
+
+    from .weights import check
+
+    path = run_dir / "model.pt"
     model = build(arch)
     try:
-        state = torch.load(run_dir / "model.pt", map_location="cpu", weights_only=True)
-        model.load_state_dict(state)
-    except Exception as exc:  # truncated file, or weights of another architecture
-        raise RunError(f"{run_dir / 'model.pt'}: cannot load as '{arch.name}' ({exc})") from None
-    return model.eval()
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        # torch's own message runs to six lines and suggests weights_only=False, which would
+        # execute whatever the file holds; it names the global it refused, if that was it.
+        named = re.search(r"GLOBAL ([\w.]+)", str(exc))
+        if named is None:
+            raise RunError(f"{path}: cannot load (not a torch state_dict file)") from None
+        raise RunError(f"{path}: refused: it holds more than tensors (it names "
+                       f"{named.group(1)}), and loading it could run code; not a state_dict "
+                       "mnistopt wrote") from None
+    except Exception as exc:  # truncated, not a zip, ...
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:120]
+        raise RunError(f"{path}: cannot load ({first})") from None
+    if not isinstance(state, dict) or not all(torch.is_tensor(v) for v in state.values()):
+        raise RunError(f"{path}: not a state_dict (a dict of tensors)")
+    arrays = {k: v.numpy() for k, v in state.items()}
+    set_weights(model, check(path, arrays, weights(model)))
+    return model
 
 
 @torch.no_grad()
