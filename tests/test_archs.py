@@ -14,6 +14,7 @@ from mnistopt import archs as A
 from mnistopt import archspec as S
 from mnistopt.errors import ConfigError, RunError
 from mnistopt.train import FRAMEWORKS, TrainConfig, backend, load_run, train
+from test_train import count_params  # the same counting as the registered archs
 
 # Every layer type and option at least once: stride, padding, bias on/off, BN, both pools,
 # a depthwise multiplier, flatten and dropout before a dense head.
@@ -27,14 +28,6 @@ SEPARABLE = A.Arch("sep", (
     *A.separable(16, 3, pad=1), A.MaxPool(2), *A.separable(24, 3, stride=2),
     A.GlobalAvgPool(), A.Dense(10)), "depthwise-separable, global average pooling")
 FWS = sorted(FRAMEWORKS)
-
-
-def count_params(framework, model) -> int:
-    if framework == "torch":
-        return sum(p.numel() for p in model.parameters() if p.requires_grad)
-    if framework == "keras":
-        return sum(int(np.prod(w.shape)) for w in model.trainable_weights)
-    return sum(int(np.prod(v.shape)) for v in model.trainable_variables)
 
 
 @pytest.mark.parametrize("arch", [ZOO, SEPARABLE], ids=lambda a: a.name)
