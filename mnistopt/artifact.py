@@ -124,13 +124,18 @@ def _range(v):
 
 
 def _hex64(v):
+    if v is None:  # a run trained before digests were recorded
+        return None
     if not (isinstance(v, str) and len(v) == 64 and all(c in "0123456789abcdef" for c in v)):
         return f"expected a sha256 hex digest, got {_show(v)}"
 
 
-def _object(fields: dict):
-    """A dict whose keys in `fields` pass their checkers (other keys are not looked at)."""
+def _object(fields: dict, null: bool = False):
+    """A dict whose keys in `fields` pass their checkers (other keys are not looked at); None
+    too where `null` (an export made with --no-validate records validation: null)."""
     def check(v, where=""):
+        if v is None and null:
+            return []
         if not isinstance(v, dict):
             return [f"{where}: expected an object, got {_show(v)}"]
         problems = []
@@ -169,11 +174,11 @@ _TOP = _object({
     "quantize": _object({"mode": _text(32), "tag": _text(32), "reason": _text(1024),
                          "settings": _object({})}),
     "source": _object({"run": _text(4096), "native": _text(4096), "sha256": _hex64,
-                       "test_accuracy": _number(0, 1)}),
+                       "test_accuracy": _number(0, 1, null=True)}),
     "tools": _object({}),
     "file": _object({"name": _text(4096), "bytes": _number(0, 2**53, integer=True),
                      "sha256": _hex64}),
-    "validation": _object({}),
+    "validation": _object({}, null=True),
     "export_seconds": _number(0),
     "created": _text(64),
 })

@@ -133,6 +133,11 @@ def test_exporters_own_sidecar_passes_the_schema():
         "a key from a newer exporter": {"anything": [1, 2]},
     }
     assert check_metadata(meta) == []
+    # `export --no-validate`, from a run that recorded no digest or test accuracy
+    unchecked = {**meta, "validation": None,
+                 "source": {**meta["source"], "sha256": None, "test_accuracy": None}}
+    assert check_metadata(unchecked) == []
+    assert check_metadata({**meta, "validation": 5}) != []
 
 
 def test_read_sidecar_keeps_the_good_and_names_the_problem(tmp_path):
