@@ -98,6 +98,11 @@ def float_convs(model, cpu) -> list[dict]:
 def rewrite_float(model, cpu) -> list[str]:
     """The exact float rewrites before quantizing; the list of what was done."""
     done = []
+    taken = {n.name for n in model.graph.node}
+    for i, n in enumerate(model.graph.node):
+        if not n.name:  # the quantizer excludes nodes by name
+            n.name = next(c for c in (f"{n.op_type}_{i}", f"{n.op_type}_{i}_n") if c not in taken)
+            taken.add(n.name)
     if G.hoist_input_layout(model):
         done.append("input Reshape/Transpose moved before the scalar normalisation")
     n = G.global_average_pool(model)
