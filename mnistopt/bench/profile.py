@@ -123,7 +123,12 @@ def main(argv=None) -> None:
     p.add_argument("--iters", type=int, default=500)
     p.add_argument("--threads", type=int, default=None)
     a = p.parse_args(argv)
-    r = profile_file(a.model, a.batch, a.iters, a.threads)
+    from ..errors import MnistoptError
+
+    try:
+        r = profile_file(a.model, a.batch, a.iters, a.threads)
+    except MnistoptError as exc:
+        raise SystemExit(f"error: {exc}") from None
     for line in profile_lines({a.model.name: r}, top=100):
         print(line)
 

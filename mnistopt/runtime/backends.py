@@ -33,10 +33,11 @@ BACKENDS = {
 # What `load` uses when no backend is named, by file format.
 DEFAULT_BACKEND = {"onnx": "onnxruntime", "tflite": "litert"}
 # With no thread count asked for, a backend that supports it (`auto_threads`) runs calls of
-# fewer images than this on one thread and larger ones on all physical cores. An MNIST-sized
-# call of a few images lasts 15-500 µs, and handing a layer to a second thread costs more than
+# fewer images than this on one thread and larger ones on all physical cores. A call of one
+# MNIST image lasts 15-500 µs, and handing parts of a layer to a second thread costs more than
 # it saves: one thread was 6-17 % faster than two at batch 1 for every model measured (ORT and
-# LiteRT, 2 cores); 16 images are 0.3 ms even for the smallest model, enough to split.
+# LiteRT, 2 cores). From 16 images on, two threads' fastest calls were 1.1-1.8x faster than
+# one thread's (edge and seed, both runtimes; on a loaded machine, so the medians could not say).
 PARALLEL_BATCH = 16
 
 
