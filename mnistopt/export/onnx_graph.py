@@ -85,8 +85,8 @@ def input_chain(model) -> tuple[list, object]:
             return chain, None
         if node.op_type == "Conv" and node.input[0] == t:
             return chain, node
-        if node.op_type in _LAYOUT or (node.op_type in _ELEMENTWISE and node.input[0] == t
-                                       and _scalar(model, node.input[1]) is not None):
+        if node.input[0] == t and (node.op_type in _LAYOUT or (
+                node.op_type in _ELEMENTWISE and _scalar(model, node.input[1]) is not None)):
             chain.append(node)
             t = node.output[0]
             continue
@@ -286,9 +286,10 @@ def integer_pixel_input(model, pixel_scale: float = 1 / 255) -> str | None:
     scale, zp = _scalar(model, node.input[1]), _scalar(model, node.input[2])
     if scale is None or zp != 0 or abs(scale - pixel_scale) > 1e-6 * pixel_scale:
         return None
-    zp_type = _inits(model)[node.input[2]].data_type
-    if zp_type != onnx.TensorProto.UINT8:
+    zp_init = _inits(model).get(node.input[2])
+    if zp_init is None or zp_init.data_type != onnx.TensorProto.UINT8:
         return None
+    zp_type = zp_init.data_type
     # Layout ops run on the integer pixels instead; the QuantizeLinear goes.
     _rename_input(model, node.output[0], t)
     model.graph.node.remove(node)

@@ -119,6 +119,8 @@ def rewrite_float(model, cpu) -> list[str]:
 
 
 def static_int8(fp32: Path, workdir: Path, ctx) -> tuple[Path, dict, str]:
+    """(int8 file, settings, reason) for `fp32`: rewrite, pre-process, quantize with the convs
+    that would be slower as int8 left float, then the integer edges."""
     from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat,
                                           QuantType, quantize_static)
     from onnxruntime.quantization.shape_inference import quant_pre_process
