@@ -10,9 +10,11 @@ They change how onnxruntime runs a model, never what it computes (up to float ro
   into the first Conv's weights and bias, which is exact only when that Conv does not pad;
 - `pad_input_channels`: zero filters appended to a Conv so the next Conv's input channels are a
   multiple of 4 (the extra channels are 0 after ReLU / MaxPool and meet zero weights);
-- `strip_output_dequantize` / `integer_pixel_input`: integer tensors at the graph's edges where
-  the runtime can map them itself (it dequantizes the logits with the recorded scale and
-  zero-point, and maps uint8 pixels through a lookup table).
+- `integer_pixel_input`: uint8 pixels in where the graph quantizes its [0, 1] input with scale
+  1/255 and zero point 0 (the runtime maps uint8 pixels through a lookup table, or passes them).
+  The logits stay float: the final DequantizeLinear costs less inside the graph than the
+  runtime's dequantization of integer logits in numpy (edge int8 through mnistopt.runtime at
+  batch 1: 0.85x its fp32 with float logits, 0.90x with uint8 ones).
 """
 
 from __future__ import annotations
@@ -241,31 +243,6 @@ def pad_input_channels(model, multiple: int = 4) -> list[str]:
         del model.graph.value_info[:]  # channel counts changed; shape inference redoes them
         _prune_initializers(model)
     return padded
-
-
-def strip_output_dequantize(model) -> tuple[float, int, str] | None:
-    """Drop a final per-tensor DequantizeLinear: the model returns its integer logits.
-
-    Returns (scale, zero_point, dtype name) for the runtime to dequantize with, or None."""
-    out = model.graph.output[0]
-    dq = _producer(model, out.name)
-    inits = _inits(model)
-    if dq is None or dq.op_type != "DequantizeLinear" or len(dq.input) < 3 or \
-            dq.input[1] not in inits or dq.input[2] not in inits:
-        return None
-    scale = numpy_helper.to_array(inits[dq.input[1]])
-    zp = numpy_helper.to_array(inits[dq.input[2]])
-    if scale.size != 1 or zp.size != 1 or len(_consumers(model, dq.input[0])) != 1:
-        return None
-    q = _producer(model, dq.input[0])
-    if q is None:
-        return None
-    q.output[:] = [out.name if o == dq.input[0] else o for o in q.output]
-    model.graph.node.remove(dq)
-    out.type.tensor_type.elem_type = inits[dq.input[2]].data_type
-    _drop_value_info(model, [dq.input[0], out.name])
-    _prune_initializers(model)
-    return float(scale.reshape(-1)[0]), int(zp.reshape(-1)[0]), np.dtype(zp.dtype).name
 
 
 def integer_pixel_input(model, pixel_scale: float = 1 / 255) -> str | None:

@@ -1,8 +1,7 @@
 """ONNX: torch (dynamo exporter) or keras / tf (tf2onnx from the SavedModel), then quantize.
 
-Every file has one input ``input`` (float32 pixels / 255, dynamic batch) and one output
-``logits``. int8 files (`onnx_int8`) may return integer logits, with their scale and zero point
-in the metadata, and take uint8 pixels where that is exact.
+Every file has one input ``input`` (float32 pixels / 255, dynamic batch) and one float32 output
+``logits``. int8 files (`onnx_int8`) may take uint8 pixels where that is exact.
 """
 
 from __future__ import annotations
