@@ -247,7 +247,7 @@ def print_table(report: dict, console=None) -> None:
         console.print(f"[yellow]note: load average {loads[0]:.2f} on {cores} cores: other work "
                       "competed for the CPU; latencies are pessimistic and noisy.[/yellow]")
     if peak_line(report):
-        console.print("[dim]" + peak_line(report) + "[/dim]", highlight=False, markup=False)
+        console.print(peak_line(report), style="dim", highlight=False, markup=False)
     console.print("targets:")
     for line in target_lines(report):
         style = "green" if line.startswith("PASS") else "red" if line.startswith("MISS") else "dim"
