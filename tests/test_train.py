@@ -22,6 +22,12 @@ from mnistopt.train import FRAMEWORKS, TrainConfig, backend, load_run, train
 FWS = sorted(FRAMEWORKS)
 
 
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
 def count_params(framework, model) -> int:
     if framework == "torch":
         return sum(p.numel() for p in model.parameters() if p.requires_grad)
@@ -62,7 +68,7 @@ def test_a_backend_missing_a_function_fails_at_lookup(monkeypatch):
     fake.LAYOUT, fake.build = "NCHW", lambda arch, seed=0: None
     monkeypatch.setitem(sys.modules, fake.__name__, fake)
     monkeypatch.setitem(T.FRAMEWORKS, "fake", T.Framework(fake.__name__, "torch", "model.pt", "numpy"))
-    with pytest.raises(TypeError, match="lacks fit, save, load, logits, device_check"):
+    with pytest.raises(TypeError, match="lacks fit, save, weights, set_weights, load, logits, device_check"):
         backend("fake")
 
 
@@ -199,10 +205,13 @@ def test_load_run_errors(tmp_path):
 
 @pytest.mark.parametrize("args, message", [
     (["--arch", "nope"], "unknown architecture 'nope'"),
-    (["--epochs", "0"], "--epochs must be at least 1"),
+    (["--epochs", "0"], "--epochs is a whole number in [1, 10,000], got 0"),
     (["--data", "/nonexistent/mnist"], "no such file or directory"),
     (["--framework", "jax"], "unknown framework 'jax'; choose one of: torch, keras, tf"),
     (["--target-acc", "0.99", "--val-split", "0"], "needs --val-split > 0"),
+    (["--loop", "fast", "--framework", "tf"], "--loop fast is the torch trainer's"),
+    pytest.param(["--recipe", "gpu-fast"], "sees no CUDA device", marks=pytest.mark.skipif(
+        _cuda(), reason="this machine has a CUDA GPU")),
 ])
 def test_cli_bad_arguments_exit_2_one_line(args, message, tmp_path):
     r = subprocess.run([sys.executable, "-m", "mnistopt", "train", "--quiet", "--out", str(tmp_path / "r"), *args],
@@ -214,10 +223,8 @@ def test_cli_bad_arguments_exit_2_one_line(args, message, tmp_path):
 
 
 @pytest.mark.slow
-def test_cli_trains_from_a_data_path(tiny_mnist, tmp_path):
-    npz = tmp_path / "mnist.npz"
-    np.savez(npz, x_train=tiny_mnist.x_train, y_train=tiny_mnist.y_train,
-             x_test=tiny_mnist.x_test, y_test=tiny_mnist.y_test)
+def test_cli_trains_from_a_data_path(tiny_npz, tmp_path):
+    npz = tiny_npz
     r = subprocess.run([sys.executable, "-m", "mnistopt", "train", "--arch", "lenet5", "--quiet", "--json",
                         "--val-split", "64", "--data", str(npz), "--out", str(tmp_path / "r")],
                        capture_output=True, text=True)

@@ -81,6 +81,10 @@ def bench_command(
         raise ConfigError(f"--batch-sizes: {exc}") from None
     settings = Settings(batch_sizes=sizes, threads=threads, warmup=warmup, iters=iters,
                         progress=not quiet)
+    if json_out:
+        from ..fsutil import check_output
+
+        check_output(json_out, "--json")
     # Conflicting options fail here, before any work.
     arm = ArmTarget(ArmOptions(target=target, emulate=emulate, cpu=cpu, cache=cache,
                                remote_python=remote_python, remote_venv=remote_venv,

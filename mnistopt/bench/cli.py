@@ -30,12 +30,15 @@ def bench_command(
     baseline: Annotated[Optional[Path], typer.Option(help="Earlier JSON report: exit 1 on an accuracy drop > 0.1 pp or p50 > +25 % + 10 µs")] = None,
     profile: Annotated[bool, typer.Option("--profile", help="Per-node p50 times of each ONNX file (onnxruntime's profiler, batch 1) and the ops XNNPACK delegates in each TFLite file")] = False,
     quiet: Annotated[bool, typer.Option(help="No progress bar")] = False,
+    trust_savedmodel: Annotated[bool, typer.Option(
+        "--trust-savedmodel", help="Load tf runs that have no weights.npz from their SavedModel, "
+                                   "which runs the graph stored in it: only for runs you trust")] = False,
 ) -> None:
     """Benchmark artifacts and native models: latency percentiles, throughput, accuracy, size,
     cold start and memory, each in a fresh process; % of the CPU's peak multiply-adds; check
     the project's targets and name the file to ship per arch."""
     from ..errors import ConfigError
-    from ..fsutil import write_text
+    from ..fsutil import check_output, write_text
     from ..targets.base import Settings
     from ..targets.registry import get_target
     from ..targets.stats import parse_batch_sizes
@@ -48,6 +51,14 @@ def bench_command(
         raise ConfigError(f"--batch-sizes: {exc}") from None
     settings = Settings(batch_sizes=sizes, threads=threads, warmup=warmup, iters=iters,
                         budget_s=budget, progress=not quiet)
+    for f, option, suffix in ((json_out, "--json", None), (report, "--report", None),
+                              (plot, "--plot", ".png")):
+        if f:
+            check_output(f, option, suffix=suffix)
+    if trust_savedmodel:
+        from ..train.weights import trust_savedmodel as trust
+
+        trust()  # an environment variable: the bench's child processes inherit it
     target = get_target(device, set_options=target_option or ())
     old = R.load_json(baseline) if baseline else None  # fail on a bad baseline before measuring
     rep = bench(paths or None, settings, target)

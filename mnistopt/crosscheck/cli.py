@@ -2,26 +2,10 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Annotated, List, Optional
 
 import typer
-
-
-def check_output(path: Path, option: str, suffix: str | None = None) -> None:
-    """Fail before the work, not after it, on an output path that cannot be written."""
-    from ..errors import ConfigError
-
-    if suffix and path.suffix.lower() != suffix:
-        raise ConfigError(f"{option} {path}: the file name must end in {suffix}")
-    if path.is_dir():
-        raise ConfigError(f"{option} {path}: is a directory; give a file name")
-    parent = path.parent
-    while not parent.exists() and parent != parent.parent:
-        parent = parent.parent
-    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
-        raise ConfigError(f"{option} {path}: cannot write in {parent}")
 
 
 def parity_command(
@@ -33,13 +17,14 @@ def parity_command(
     """Every model against every other on the 10,000 test images: top-1 agreement,
     disagreements, max |logit diff|. Exit 1 when the fp32 files of one run and its native
     model (any runtimes) are not numerically equal (parity.FP32), or a model cannot run."""
+    from ..fsutil import check_output
     from . import matrix
     from .show import heatmap, print_table
 
     if json_out:
         check_output(json_out, "--json")
     if plot:
-        check_output(plot, "--plot", ".png")
+        check_output(plot, "--plot", suffix=".png")
     result = matrix(paths or None, progress=not quiet)
     print_table(result)
     if json_out:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import tempfile
@@ -15,7 +14,7 @@ import numpy as np
 
 from ..artifact import sidecar_path
 from ..errors import ConfigError, ValidationError
-from ..fsutil import atomic_path, write_json
+from ..fsutil import atomic_path, check_output, sha256_file, write_json
 from .registry import FORMATS, MODES, QUANT_TAGS, choose, format_module, get_exporter
 
 SCHEMA = "mnistopt.artifact/1"
@@ -73,14 +72,6 @@ def _target(run, fmt, mode, out, many: bool, batch: int = 1) -> Path:
     return out / default_path(run, fmt, mode, batch).name
 
 
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def export(run, format: str | Sequence[str] = "onnx", quantize: str | Sequence[str] = "none", *,
            calib_samples: int = DEFAULT_CALIB, opset: int = DEFAULT_OPSET,
            out: str | os.PathLike | None = None, validate: bool = True,
@@ -123,6 +114,9 @@ def export(run, format: str | Sequence[str] = "onnx", quantize: str | Sequence[s
         raise ConfigError(f"--calib-samples must be at least 1 for int8, got {calib_samples}")
     many = len(fmts) * len(modes) > 1
     targets = {(f, m): _target(run, f, m, out, many, batch) for f in fmts for m in modes}
+    for target in targets.values():  # a bad location fails now, not after the conversion
+        check_output(target, "--out" if out is not None else "output")
+        check_output(sidecar_path(target), "--out" if out is not None else "output")
     impls = [(fmt, exp, exp.impl()) for fmt, exp in jobs]  # missing extras fail before any work
     _load_native(run)
 

@@ -83,14 +83,23 @@ def export_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print the reports as JSON")] = False,
     c_array: Annotated[Optional[Path], typer.Option(
         "--c-array", help="Also write each int8 .tflite as a C source/header pair (firmware) into this folder")] = None,
+    trust_savedmodel: Annotated[bool, typer.Option(
+        "--trust-savedmodel", help="Load a tf run that has no weights.npz from its SavedModel, "
+                                   "which runs the graph stored in it: only for runs you trust")] = False,
 ) -> None:
     """Export a run to ONNX / TFLite (fp32, dynamic, int8, fp16), each file validated before it is written."""
+    from ..fsutil import check_output
     from . import export
 
     modes = [q.lower() for q in quantize] if quantize else ["none"]
     fmt = format.lower()
     if c_array is not None:
         _check_c_array(fmt, modes)
+        check_output(c_array, "--c-array", directory=True)
+    if trust_savedmodel:
+        from ..train.weights import trust_savedmodel as trust
+
+        trust()
     if run is None:
         from ..train import latest_run
 

@@ -64,17 +64,22 @@ def _from_torch(run, opset: int) -> onnx.ModelProto:
 
 
 def _saved_model_dir(run, workdir: Path) -> Path:
-    """The run's SavedModel: tf runs have one; a Keras model is exported to one."""
-    if run.framework == "tf":
-        return run.native_path
+    """A SavedModel of `run.model` (rebuilt from the arch and its weights), written here: the
+    one in a tf run directory is never read, since serving it runs whatever graph it holds."""
     sm = workdir / "saved_model"
-    if not sm.exists():
-        import contextlib
-        import io
+    if sm.exists():
+        return sm
+    if run.framework == "tf":
+        import tensorflow as tf
 
-        # Keras prints the endpoint summary on stdout; the CLI's --json output must stay clean.
-        with contextlib.redirect_stdout(io.StringIO()):
-            run.model.export(str(sm), format="tf_saved_model", verbose=False)
+        tf.saved_model.save(run.model, str(sm), signatures={"serving_default": run.model.serve})
+        return sm
+    import contextlib
+    import io
+
+    # Keras prints the endpoint summary on stdout; the CLI's --json output must stay clean.
+    with contextlib.redirect_stdout(io.StringIO()):
+        run.model.export(str(sm), format="tf_saved_model", verbose=False)
     return sm
 
 

@@ -36,6 +36,10 @@ def report_command(
     from . import devices as dev
     from .micro import evaluate, inspect
 
+    if out is not None:
+        from ..fsutil import check_output
+
+        check_output(out, "--out")
     ram = dev.RAM_ALLOWANCE if ram_allowance is None else int(ram_allowance * 1024)
     flash = dev.FLASH_ALLOWANCE if flash_allowance is None else int(flash_allowance * 1024)
     classes = dev.get_devices(device_class)
@@ -140,7 +144,9 @@ def c_array_command(
     name: Annotated[Optional[str], typer.Option(help="C symbol [default: from the file name]")] = None,
 ) -> None:
     """Write the model as a C source/header pair (16-byte aligned array, scales, arena size)."""
+    from ..fsutil import check_output
     from .carray import write_c_array
 
+    check_output(out, "--out", directory=True)
     header, source = write_c_array(model, out, name)
     typer.echo(f"{header}\n{source}  ({model.stat().st_size} bytes)")

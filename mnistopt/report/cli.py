@@ -35,7 +35,9 @@ def report_command(
         from ..errors import ConfigError
 
         raise ConfigError("give --run or --model, not both")
-    out = out or workspace() / "reports" / "img"
+    from ..fsutil import check_output
+
+    out = check_output(out or workspace() / "reports" / "img", "--out", directory=True)
     rep = build_report(out, [f.value for f in figure] if figure else None, run=run, model=model,
                        bench=bench)
     if as_json:

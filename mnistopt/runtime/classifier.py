@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..artifact import read_sidecar
+from ..artifact import check_metadata, read_sidecar
 from ..errors import InputError, ModelLoadError
 from .backends import TensorInfo, detect_format, open_backend
 
@@ -28,16 +28,22 @@ def read_metadata(path: Path, fmt: str, embedded: dict) -> dict:
     """The exporter's metadata: the sidecar NAME.json merged over the copy embedded in the model.
 
     Either may be missing (a bare model copied to a device has neither); a sidecar that belongs
-    to another format (NAME.onnx and NAME.tflite share NAME.json only if the exporter says so)
-    or does not parse is ignored with a warning, never fatal.
+    to another format (NAME.onnx and NAME.tflite share NAME.json only if the exporter says so),
+    does not parse or fails the schema (`check_metadata`) is ignored with a warning, never fatal.
     """
     meta: dict = {}
     raw = embedded.get("mnistopt")
     if raw:
         try:
-            meta.update(json.loads(raw))
-        except ValueError:
-            warnings.warn(f"{path}: embedded mnistopt metadata is not JSON; ignored", stacklevel=3)
+            data = json.loads(raw)
+            problems = check_metadata(data) if isinstance(data, dict) else ["not an object"]
+        except (ValueError, RecursionError):
+            problems = ["not JSON"]
+        if problems:
+            warnings.warn(f"{path}: embedded mnistopt metadata ignored: {problems[0]}",
+                          stacklevel=3)
+        else:
+            meta.update(data)
     meta.update(read_sidecar(path, fmt))
     return meta
 
@@ -63,14 +69,22 @@ def _shape_str(shape) -> str:
                           for i, d in enumerate(shape)) + ")"
 
 
-def _quant(info: TensorInfo, side: dict, default: tuple[float, int] | None):
-    """(scale, zero_point) of an integer tensor: the model's own, else the sidecar's, else default."""
+def _quant(info: TensorInfo, side: dict, default: tuple[float, int] | None, where: str):
+    """(scale, zero_point) of an integer tensor: the model's own, else the sidecar's (when it
+    fits the model's type), else default."""
     if not np.issubdtype(info.dtype, np.integer):
         return None
     if info.scale:
         return float(info.scale), int(info.zero_point or 0)
     if side.get("scale"):
-        return float(side["scale"]), int(side.get("zero_point") or 0)
+        dtype, zp = np.dtype(info.dtype), int(side.get("zero_point") or 0)
+        limits = np.iinfo(dtype)
+        if side.get("dtype", dtype.name) != dtype.name or not limits.min <= zp <= limits.max:
+            warnings.warn(f"{where}: the metadata's quantization ({side.get('dtype')}, zero "
+                          f"point {zp}) does not fit the model's {dtype.name} tensor; ignored",
+                          stacklevel=3)
+            return default
+        return float(side["scale"]), zp
     return default
 
 
@@ -98,8 +112,8 @@ class Classifier:
         # Integer input without recorded parameters: bytes are pixels (uint8 0..255) or pixels
         # shifted to int8 (-128..127), the two conventions an exporter would pick.
         default_in = {np.uint8: (1 / 255, 0), np.int8: (1 / 255, -128)}.get(inp.dtype)
-        self.in_quant = _quant(inp, side_in, default_in)
-        self.out_quant = _quant(out, side_out, (1.0, 0))
+        self.in_quant = _quant(inp, side_in, default_in, f"{self.path} input")
+        self.out_quant = _quant(out, side_out, (1.0, 0), f"{self.path} output")
         self.in_dtype, self.out_dtype = np.dtype(inp.dtype), np.dtype(out.dtype)
         self.fixed_batch = inp.shape[0] if inp.shape and inp.shape[0] > 0 else None
         self._sample_shape = LAYOUTS[self.layout]
@@ -212,8 +226,16 @@ class Classifier:
     def predict_proba(self, images) -> np.ndarray:
         """float32 (N, 10) class probabilities (softmax of the logits)."""
         y = self.logits(images)
-        if self.output_kind in ("probabilities", "softmax"):
-            return y / y.sum(axis=1, keepdims=True)
+        if self.output_kind == "probabilities":
+            with np.errstate(all="ignore"):
+                sums = y.sum(axis=1, keepdims=True)
+                if np.isfinite(y).all() and y.min() >= -1e-4 and np.abs(sums - 1).max() < 1e-2:
+                    return y / sums
+            # The model's own numbers win: these are not probabilities, whatever the metadata says.
+            warnings.warn(f"{self.path}: the metadata says the output is probabilities, but "
+                          "the model's scores are not (negative, or not summing to 1); they are "
+                          "treated as logits", stacklevel=2)
+            self.output_kind = "logits"
         e = np.exp(y - y.max(axis=1, keepdims=True))
         return e / e.sum(axis=1, keepdims=True)
 

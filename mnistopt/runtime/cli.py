@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, List, Optional
@@ -29,7 +30,7 @@ def predict_command(
     from . import load
     from .preprocess import load_images
 
-    with _native_stderr_silenced():
+    with _warnings_shown(), _native_stderr_silenced():
         clf = load(model, threads=threads, device=device)
     names, batches = [], []
     for path in images:  # one file at a time, so every error names its file
@@ -37,7 +38,8 @@ def predict_command(
         batches.append(arr)
         names += [str(path)] if path.suffix.lower() != ".npy" else \
             [f"{path}[{i}]" for i in range(len(arr))]
-    proba = clf.predict_proba(np.concatenate(batches))
+    with _warnings_shown():
+        proba = clf.predict_proba(np.concatenate(batches))
     order = np.argsort(-proba, axis=1)[:, :top]
     rows = [{"image": name, "label": clf.labels[int(o[0])],
              "confidence": round(float(p[o[0]]), 6),
@@ -48,12 +50,32 @@ def predict_command(
         typer.echo(json.dumps({"model": str(model), "format": clf.format,
                                "predictions": rows}))
         return
-    width = max(len(n) for n in names)
+    width = max(len(_shown(n)) for n in names)
     for row in rows:
         extra = ""
         if top > 1:
-            extra = "   " + "  ".join(f"{lab}:{p:.1%}" for lab, p in row["top"][1:])
-        typer.echo(f"{row['image']:<{width}}  {row['label']}  ({row['confidence']:.1%}){extra}")
+            extra = "   " + "  ".join(f"{_shown(lab)}:{p:.1%}" for lab, p in row["top"][1:])
+        typer.echo(f"{_shown(row['image']):<{width}}  {_shown(row['label'])}  "
+                   f"({row['confidence']:.1%}){extra}")
+
+
+def _shown(text: str) -> str:
+    """`text` with control characters escaped: labels come from a sidecar, names from disk,
+    and an escape sequence must not reach the terminal."""
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
+
+
+@contextmanager
+def _warnings_shown():
+    """Warnings raised inside (a sidecar ignored, say) as one `warning: ...` line each, printed
+    on leaving, so that they are seen even where fd 2 is silenced inside."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("default")
+        try:
+            yield
+        finally:
+            for w in caught:
+                typer.echo(f"warning: {_shown(str(w.message))}", err=True)
 
 
 @contextmanager

@@ -9,6 +9,7 @@ and thicken thin pen strokes that would vanish when shrunk. numpy + Pillow (impo
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +23,9 @@ WORK_SIDE = 256
 # MNIST strokes are about 2-3 pixels wide in the 20-pixel box, i.e. ~12% of the digit's height.
 STROKE_FRACTION = 0.12
 THICKEN_SIDE = 64
+# Larger than any camera's photo (a 48 MP phone shot is 8000x6000) and well below what would
+# exhaust memory when decoded: an image over this is refused from its header, undecoded.
+MAX_PIXELS = 64_000_000
 
 
 def _pil():
@@ -34,8 +38,16 @@ def open_image(path) -> np.ndarray:
     from PIL import ImageOps, UnidentifiedImageError
 
     path = Path(path)
+    too_big = (f"{path}: more than {MAX_PIXELS // 1_000_000} megapixels, far more than a "
+               "photo of a digit needs; refusing to decode it")
     try:
-        with Image.open(path) as im:
+        with warnings.catch_warnings():
+            # Pillow warns from 89 MP and raises from 179 MP; our own, lower limit comes first.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            im = Image.open(path)
+        with im:
+            if im.size[0] * im.size[1] > MAX_PIXELS:
+                raise InputError(f"{too_big} ({im.size[0]}x{im.size[1]} pixels)")
             im = ImageOps.exif_transpose(im)  # phone photos are often stored rotated
             if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
                 im = im.convert("RGBA")
@@ -45,32 +57,49 @@ def open_image(path) -> np.ndarray:
             if max(im.size) > WORK_SIDE:
                 im.thumbnail((WORK_SIDE, WORK_SIDE), Image.Resampling.BOX)
             return np.asarray(im, dtype=np.float32) / 255.0
+    except InputError:
+        raise
     except FileNotFoundError:
         raise InputError(f"{path}: no such image file") from None
     except IsADirectoryError:
         raise InputError(f"{path}: is a directory, not an image file") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise InputError(f"{path}: not a readable image (PNG, JPEG, ...): {exc}") from None
+    except Image.DecompressionBombError:
+        raise InputError(too_big) from None
+    except UnidentifiedImageError:
+        raise InputError(f"{path}: not a readable image (PNG, JPEG, ...): "
+                         "not an image, or its header is damaged") from None
+    except (OSError, EOFError) as exc:
+        if getattr(exc, "errno", None) is not None:
+            raise InputError(f"{path}: cannot be read ({exc.strerror})") from None
+        if "truncated" in str(exc) or isinstance(exc, EOFError):
+            raise InputError(f"{path}: the image data is truncated ({exc})") from None
+        raise InputError(f"{path}: the image data is corrupt ({exc})") from None
+    except MemoryError:
+        raise
+    except Exception as exc:  # Pillow's decoders raise many types on hostile bytes
+        raise InputError(f"{path}: the image data is corrupt ({type(exc).__name__}: {exc})") from None
 
 
 def to_mnist(gray: np.ndarray) -> np.ndarray:
     """Grayscale float [0, 1] (H, W), any polarity -> uint8 (28, 28) MNIST-style digit."""
     g = np.asarray(gray, dtype=np.float32)
-    if g.ndim != 2 or min(g.shape) < 2:
+    if g.ndim != 2:
         raise InputError(f"an image must be 2-D grayscale, got shape {g.shape}")
+    if min(g.shape) < 2:
+        raise InputError(f"{g.shape[1]}x{g.shape[0]} pixels is too small to hold a digit")
     border = np.concatenate([g[0], g[-1], g[:, 0], g[:, -1]])
     if np.median(border) > 0.5:  # light background: dark ink on paper
         g = 1.0 - g
     g = _flatten_background(g)
     lo, hi = np.percentile(g, 50), np.percentile(g, 99.5)
     if hi - lo < 0.08:
-        raise InputError("the image has no visible digit (it is nearly uniform)")
+        raise InputError("no visible digit: the image is nearly uniform")
     g = np.clip((g - lo) / (hi - lo), 0.0, 1.0)
     g[g < 0.25] = 0.0  # paper grain and shadows left after levelling
     mask = g > 0.5
     rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
     if rows.size == 0:
-        raise InputError("the image has no visible digit")
+        raise InputError("no visible digit: no stroke stands out from the background")
     g = g[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
     g = _thicken(g)
     return _fit_and_centre(g)
@@ -147,7 +176,11 @@ def _fit_and_centre(g: np.ndarray) -> np.ndarray:
 
 def load_image(path) -> np.ndarray:
     """An image file -> uint8 (28, 28) MNIST-style digit."""
-    return to_mnist(open_image(path))
+    gray = open_image(path)
+    try:
+        return to_mnist(gray)
+    except InputError as exc:
+        raise InputError(f"{path}: {exc}") from None
 
 
 def load_images(paths) -> np.ndarray:
@@ -162,7 +195,9 @@ def load_images(paths) -> np.ndarray:
         p = Path(p)
         if p.suffix.lower() == ".npy":
             try:
-                arr = np.load(p, allow_pickle=False)
+                # Memory-mapped first, so a header claiming more than the file holds fails
+                # before any allocation; then copied into memory.
+                arr = np.array(np.load(p, allow_pickle=False, mmap_mode="r"))
             except FileNotFoundError:
                 raise InputError(f"{p}: no such file") from None
             except (OSError, ValueError) as exc:

@@ -35,8 +35,9 @@ import numpy as np
 
 from ..archs import get_arch
 from ..errors import ConfigError, RunError
-from ..fsutil import write_json
+from ..fsutil import check_output, replace_dir, write_json
 from .loop import EpochLog, OnEpoch, Splits, make_splits
+from .weights import save as save_weights
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,10 @@ FRAMEWORKS: dict[str, Framework] = {
 FRAMEWORK_PACKAGES = {name: f.package for name, f in FRAMEWORKS.items()}
 DEVICES = ("cpu", "gpu")
 SCHEDULES = ("onecycle", "constant")  # one-cycle: linear warm-up, cosine decay
+# "standard": the explicit step-by-step loop; "fast": the device-resident loop of
+# train/torch_fast.py (whole data set on the device, no host sync inside an epoch);
+# "auto": fast on a GPU, standard on the CPU.
+LOOPS = ("auto", "standard", "fast")
 # The classic 55,000 / 5,000 split of MNIST's training set (TensorFlow's original MNIST
 # tutorial): 5,000 images measure accuracy near 99 % to about +-0.14 pp (one standard error),
 # fine enough to stop at a target, and leave 92 % of the images to train on.
@@ -77,7 +82,14 @@ class Backend(Protocol):
     def save(self, model, run_dir: Path) -> str:
         """Write the native model into run_dir; return its file or directory name."""
 
-    def load(self, run_dir: Path, arch) -> Any: ...
+    def weights(self, model) -> dict[str, np.ndarray]:
+        """The model's arrays by name (what weights.npz holds)."""
+
+    def set_weights(self, model, arrays: dict[str, np.ndarray]) -> None:
+        """Load `arrays` (names and shapes already checked against `weights`) into `model`."""
+
+    def load(self, run_dir: Path, arch) -> Any:
+        """A run written before weights.npz: read its native file (train/weights.py says how)."""
 
     def logits(self, model, x01: np.ndarray) -> np.ndarray:
         """(N, 10) float32 logits for float32 [0, 1] images in LAYOUT."""
@@ -96,8 +108,8 @@ def backend(framework: str) -> Backend:
     require(fw.package, fw.extra, f"the {framework} framework")
     mod = importlib.import_module(fw.module)
     if not isinstance(mod, Backend):
-        missing = [n for n in ("LAYOUT", "build", "fit", "save", "load", "logits", "device_check")
-                   if not hasattr(mod, n)]
+        missing = [n for n in ("LAYOUT", "build", "fit", "save", "weights", "set_weights", "load",
+                               "logits", "device_check") if not hasattr(mod, n)]
         raise TypeError(f"{fw.module} does not implement train.Backend: lacks {', '.join(missing)}")
     return mod
 
@@ -118,29 +130,56 @@ class TrainConfig:
     label_smoothing: float = 0.0
     limit: int | None = None  # train on the first N images only (tests, smoke runs)
     val_split: int = DEFAULT_VAL_SPLIT  # the last N training images validate; 0: none
+    loop: str = "auto"  # one of LOOPS; "fast" is torch's
+    compile: bool = False  # torch.compile the model (fast loop); compile time reported apart
+    betas: tuple[float, float] | None = None  # Adam's (fast loop); None: the framework's
+
+    def uses_fast_loop(self) -> bool:
+        return self.framework == "torch" and (
+            self.loop == "fast" or (self.loop == "auto" and self.device == "gpu"))
 
     def validate(self) -> None:
+        """Every option checked once, here; each error names the option and its range."""
         get_arch(self.arch)
         if self.framework not in FRAMEWORKS:
             raise ConfigError(f"unknown framework '{self.framework}'; choose one of: {', '.join(FRAMEWORKS)}")
-        if self.epochs <= 0:
-            raise ConfigError(f"--epochs must be at least 1, got {self.epochs}")
-        if self.batch_size <= 0:
-            raise ConfigError(f"--batch-size must be at least 1, got {self.batch_size}")
-        if not self.lr > 0:
-            raise ConfigError(f"--lr must be positive, got {self.lr}")
-        if self.device not in DEVICES:
-            raise ConfigError(f"--device must be one of {', '.join(DEVICES)}, got '{self.device}'")
-        if self.schedule not in SCHEDULES:
-            raise ConfigError(f"--schedule must be one of {', '.join(SCHEDULES)}, got '{self.schedule}'")
-        if self.limit is not None and self.limit <= 0:
-            raise ConfigError(f"--limit must be at least 1, got {self.limit}")
-        if self.val_split < 0:
-            raise ConfigError(f"--val-split is a number of images (0: none), got {self.val_split}")
-        if self.target_acc is not None and not 0 < self.target_acc <= 1:
-            raise ConfigError(f"--target-acc is a fraction in (0, 1], got {self.target_acc}")
+        for option, value, choices in (("--device", self.device, DEVICES),
+                                       ("--schedule", self.schedule, SCHEDULES)):
+            if value not in choices:
+                raise ConfigError(f"{option} must be one of {', '.join(choices)}, got '{value}'")
+        for option, value, lo, hi in (("--epochs", self.epochs, 1, 10_000),
+                                      ("--batch-size", self.batch_size, 1, 65_536),
+                                      ("--seed", self.seed, 0, 2**31 - 1),
+                                      ("--val-split", self.val_split, 0, 10**7),
+                                      ("--limit", self.limit, 1, 10**7)):
+            if value is None and option == "--limit":
+                continue
+            if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+                raise ConfigError(f"{option} is a whole number in [{lo}, {hi:,}], got {value!r}")
+        # option, value, low, high, whether low and high themselves are allowed
+        for option, value, lo, hi, lo_in, hi_in in (
+                ("--lr", self.lr, 0, 10, False, True),
+                ("--weight-decay", self.weight_decay, 0, 1, True, False),
+                ("--label-smoothing", self.label_smoothing, 0, 1, True, False),
+                ("--target-acc", self.target_acc, 0, 1, False, True)):
+            if value is None and option == "--target-acc":
+                continue
+            number = isinstance(value, (int, float)) and not isinstance(value, bool)
+            if not (number and (lo <= value if lo_in else lo < value)
+                    and (value <= hi if hi_in else value < hi)):  # NaN fails both
+                span = f"{'[' if lo_in else '('}{lo}, {hi}{']' if hi_in else ')'}"
+                raise ConfigError(f"{option} is a number in {span}, got {value!r}")
         if self.target_acc is not None and not self.val_split:
             raise ConfigError("--target-acc stops on validation accuracy: it needs --val-split > 0")
+        if self.loop not in LOOPS:
+            raise ConfigError(f"--loop must be one of {', '.join(LOOPS)}, got '{self.loop}'")
+        if self.loop == "fast" and self.framework != "torch":
+            raise ConfigError(f"--loop fast is the torch trainer's; {self.framework} has the standard loop")
+        if (self.compile or self.betas) and not self.uses_fast_loop():
+            what = "--compile" if self.compile else "--betas"
+            raise ConfigError(f"{what} applies to the torch fast loop: add --loop fast (or --device gpu)")
+        if self.betas is not None and (len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas)):
+            raise ConfigError(f"--betas are two numbers in [0, 1), e.g. 0.7,0.9; got {self.betas}")
 
 
 @dataclass
@@ -169,9 +208,19 @@ class Run:
 
     @property
     def model(self):
+        """The model rebuilt from its arch with the run's weights (nothing in the run runs)."""
         if self._model is None:
-            self._model = backend(self.framework).load(self.path, get_arch(self.arch))
+            from .weights import load_model
+
+            self._model = load_model(self)
         return self._model
+
+    @property
+    def arch_spec(self):
+        """The `Arch` the run was trained with, rebuilt from metrics.json alone."""
+        from ..archspec import from_run_metrics
+
+        return from_run_metrics(self.metrics, str(self.path / "metrics.json"))
 
     def logits(self, images: np.ndarray, batch_size: int = 1000) -> np.ndarray:
         """Native logits (N, 10) float32 for uint8 images (N, 28, 28)."""
@@ -214,7 +263,9 @@ def load_run(path: str | os.PathLike) -> Run:
         raise RunError(f"{mfile}: unreadable or incomplete ({exc})") from None
     if not (path / metrics["native"]).exists():
         raise RunError(f"{path}: the native model {metrics['native']} is missing")
-    return Run(path=path, metrics=metrics)
+    run = Run(path=path, metrics=metrics)
+    run.arch_spec  # a bad spec is one clear error now, not a framework's traceback later
+    return run
 
 
 def latest_run(root: str | os.PathLike | None = None) -> Run:
@@ -244,10 +295,19 @@ def data_from_path(path: str | os.PathLike):
     return MNIST(**arrays, source=desc, path=Path(path), sha256=arrays_sha256(arrays))
 
 
+def check_run_dir(out: Path) -> Path:
+    """`out` if a run can be written there: a finished run is replaced, but never a directory
+    that is not one (--out ~ by mistake), nor a file, nor a place that takes no files."""
+    out = check_output(out, "--out", directory=True)
+    if out.is_dir() and not ((out / "metrics.json").is_file() or not any(out.iterdir())):
+        raise ConfigError(f"--out {out}: exists and is not a run directory; choose another")
+    return out
+
+
 def default_run_dir(cfg: TrainConfig, root: Path | None = None) -> Path:
     from ..workspace import workspace
 
-    return (root or workspace() / "runs") / f"{cfg.framework}-{cfg.arch}"
+    return (root or workspace() / "runs") / f"{cfg.framework}-{get_arch(cfg.arch).name}"
 
 
 def fit(cfg: TrainConfig, data, *, progress: bool = True,
@@ -282,15 +342,14 @@ def train(cfg: TrainConfig, out: Path | None = None, *, data=None, progress: boo
     ends the run with nothing written.
     """
     cfg.validate()
+    out = check_run_dir(Path(out) if out else default_run_dir(cfg))
     if data is None:
         from ..data import load_mnist
 
         data = load_mnist()
-    out = Path(out) if out else default_run_dir(cfg)
-    # A finished run is replaced, but never a directory that is not one (--out ~ by mistake).
-    if out.exists() and not (out.is_dir() and ((out / "metrics.json").is_file() or not any(out.iterdir()))):
-        raise ConfigError(f"{out} exists and is not a run directory; choose another --out")
     out.parent.mkdir(parents=True, exist_ok=True)
+
+    from ..archspec import to_dict
 
     arch = get_arch(cfg.arch)
     mod = backend(cfg.framework)
@@ -303,12 +362,14 @@ def train(cfg: TrainConfig, out: Path | None = None, *, data=None, progress: boo
         native = mod.save(model, tmp)
         metrics = {
             "framework": cfg.framework,
-            "arch": cfg.arch,
+            "arch": arch.name,
+            "arch_spec": to_dict(arch),
             "params": arch.params,
             "macs": arch.macs,
             "native": native,
             "layout": mod.LAYOUT,
             "native_sha256": native_sha256(tmp / native),
+            "weights": save_weights(mod.weights(model), tmp),
             "config": asdict(cfg),
             **result,
         }
@@ -316,9 +377,7 @@ def train(cfg: TrainConfig, out: Path | None = None, *, data=None, progress: boo
         # mkdtemp/mkstemp make private (0700/0600) entries; a run is meant to be shared.
         os.chmod(tmp, 0o755)
         os.chmod(tmp / "metrics.json", 0o644)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
+        replace_dir(tmp, out)  # `out` is whole at every instant: the old run or the new
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -55,16 +55,24 @@ def build(arch: A.Arch, seed: int = 0) -> keras.Model:
             # (x - mean) / std == x * (1/std) + (-mean/std): part of the model, so every export
             # takes the raw image scaled to [0, 1].
             layers.append(keras.layers.Rescaling(1 / spec.std, offset=-spec.mean / spec.std))
-        elif isinstance(spec, A.Conv):
+        elif isinstance(spec, (A.Conv, A.DepthwiseConv)):
+            # Explicit zero padding then a "valid" conv: the same numbers as torch's padding=p
+            # even with stride 2, where Keras' "same" would pad one side only.
             if spec.pad:
                 layers.append(keras.layers.ZeroPadding2D(spec.pad))
-            layers.append(keras.layers.Conv2D(spec.out, spec.k, use_bias=spec.bias))
+            if isinstance(spec, A.Conv):
+                layers.append(keras.layers.Conv2D(spec.out, spec.k, strides=spec.stride, use_bias=spec.bias))
+            else:
+                layers.append(keras.layers.DepthwiseConv2D(spec.k, strides=spec.stride, use_bias=spec.bias,
+                                                           depth_multiplier=spec.multiplier))
         elif isinstance(spec, A.BatchNorm):
             layers.append(keras.layers.BatchNormalization(epsilon=spec.eps, momentum=spec.momentum))
         elif isinstance(spec, A.ReLU):
             layers.append(keras.layers.ReLU())
         elif isinstance(spec, A.MaxPool):
             layers.append(keras.layers.MaxPooling2D(spec.k))
+        elif isinstance(spec, A.AvgPool):
+            layers.append(keras.layers.AveragePooling2D(spec.k))
         elif isinstance(spec, A.GlobalAvgPool):
             layers.append(keras.layers.GlobalAveragePooling2D())
         elif isinstance(spec, A.Flatten):
@@ -167,16 +175,53 @@ def fit(model: keras.Model, cfg, data, log) -> dict:
 
 
 def save(model: keras.Model, run_dir: Path) -> str:
-    # The inference model was never compiled, so the file holds architecture + weights only.
+    # The inference model was never compiled, so the file holds architecture + weights only:
+    # what Keras users load. mnistopt itself reads weights.npz (train/weights.py).
     model.save(run_dir / "model.keras")
     return "model.keras"
 
 
+def weights(model: keras.Model) -> dict[str, np.ndarray]:
+    # By position: layer names carry a per-process counter (conv2d_3), positions do not.
+    return {f"layers.{i}.{j}": w for i, layer in enumerate(model.layers)
+            for j, w in enumerate(layer.get_weights())}
+
+
+def set_weights(model: keras.Model, arrays: dict[str, np.ndarray]) -> None:
+    for i, layer in enumerate(model.layers):
+        n = len(layer.weights)
+        if n:
+            layer.set_weights([arrays[f"layers.{i}.{j}"] for j in range(n)])
+
+
+# A .keras file is a zip; only its weights member is read, never its config.json.
+WEIGHTS_MEMBER = "model.weights.h5"
+MAX_WEIGHTS_BYTES = 256 << 20
+
+
 def load(run_dir: Path, arch: A.Arch) -> keras.Model:
+    """A run written before weights.npz: the arch rebuilt, the weights read by position from
+    the model.weights.h5 inside model.keras (Keras' own weights-only format)."""
+    import shutil
+    import tempfile
+    import zipfile
+
+    path = run_dir / "model.keras"
+    model = build(arch)
     try:
-        return keras.models.load_model(run_dir / "model.keras", compile=False)
-    except Exception as exc:  # a zip that is not a Keras model, truncated, ...
-        raise RunError(f"{run_dir / 'model.keras'}: cannot load ({exc})") from None
+        with zipfile.ZipFile(path) as zf, tempfile.TemporaryDirectory() as tmp:
+            info = zf.getinfo(WEIGHTS_MEMBER)
+            if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED) \
+                    or info.file_size > MAX_WEIGHTS_BYTES:
+                raise ValueError(f"{WEIGHTS_MEMBER} is {info.file_size:,} bytes or oddly compressed")
+            h5 = Path(tmp) / "w.weights.h5"
+            with zf.open(info) as src, open(h5, "wb") as dst:  # zipfile stops at file_size
+                shutil.copyfileobj(src, dst)
+            model.load_weights(h5)
+    except Exception as exc:  # not a zip, no weights member, weights of another arch, ...
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:120]
+        raise RunError(f"{path}: cannot read its weights as '{arch.name}' ({first})") from None
+    return model
 
 
 def logits(model: keras.Model, x01: np.ndarray) -> np.ndarray:

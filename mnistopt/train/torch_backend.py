@@ -47,7 +47,11 @@ def build(arch: A.Arch, seed: int = 0) -> nn.Sequential:
         if isinstance(spec, A.Normalize):
             layers.append(Normalize(spec.mean, spec.std))
         elif isinstance(spec, A.Conv):
-            layers.append(nn.Conv2d(c, c_out, spec.k, padding=spec.pad, bias=spec.bias))
+            layers.append(nn.Conv2d(c, c_out, spec.k, stride=spec.stride, padding=spec.pad, bias=spec.bias))
+        elif isinstance(spec, A.DepthwiseConv):
+            # groups=c: every input channel gets its own `multiplier` filters, none mixes channels.
+            layers.append(nn.Conv2d(c, c_out, spec.k, stride=spec.stride, padding=spec.pad,
+                                    bias=spec.bias, groups=c))
         elif isinstance(spec, A.BatchNorm):
             # torch's momentum is the weight of the *new* batch statistic; the spec follows
             # Keras (weight of the old running value), hence 1 - momentum.
@@ -56,6 +60,8 @@ def build(arch: A.Arch, seed: int = 0) -> nn.Sequential:
             layers.append(nn.ReLU())
         elif isinstance(spec, A.MaxPool):
             layers.append(nn.MaxPool2d(spec.k))
+        elif isinstance(spec, A.AvgPool):
+            layers.append(nn.AvgPool2d(spec.k))
         elif isinstance(spec, A.GlobalAvgPool):
             layers.append(nn.AdaptiveAvgPool2d(1))
             layers.append(nn.Flatten())
@@ -110,7 +116,15 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 20
 # 4. Training.
 
 def fit(model: nn.Module, cfg, data, log) -> dict:
-    """Train `model` on `data.x_train` (a `loop.Splits`); `log` keeps time, history and stops."""
+    """Train `model` on `data.x_train` (a `loop.Splits`); `log` keeps time, history and stops.
+
+    On a GPU (or with `--loop fast`) the device-resident loop of `torch_fast` runs instead:
+    the same steps, arranged so that the host never waits for the device inside an epoch.
+    """
+    if cfg.uses_fast_loop():
+        from .torch_fast import fit as fit_fast
+
+        return fit_fast(model, cfg, data, log)
     device = device_check(cfg.device)
     torch.manual_seed(cfg.seed)
     if device.type == "cpu":
@@ -121,7 +135,7 @@ def fit(model: nn.Module, cfg, data, log) -> dict:
     finally:
         torch.use_deterministic_algorithms(False)
     model.to("cpu").eval()
-    return {"torch_version": torch.__version__, "threads": torch.get_num_threads()}
+    return {"torch_version": torch.__version__, "threads": torch.get_num_threads(), "loop": "standard"}
 
 
 def _labels(y: np.ndarray, device) -> torch.Tensor:
@@ -186,20 +200,49 @@ def _fit(model: nn.Module, cfg, data, log, device) -> None:
 # 5. Saving, loading, inference.
 
 def save(model: nn.Module, run_dir: Path) -> str:
-    # The state_dict is only tensors (weights and batch-norm statistics); the architecture is
-    # rebuilt from the arch spec on load, so no pickled code is ever executed.
+    # The state_dict is only tensors (weights and batch-norm statistics): what torch users
+    # load. mnistopt itself reads weights.npz (train/weights.py).
     torch.save(model.state_dict(), run_dir / "model.pt")
     return "model.pt"
 
 
+def weights(model: nn.Module) -> dict[str, np.ndarray]:
+    return {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()}
+
+
+def set_weights(model: nn.Module, arrays: dict[str, np.ndarray]) -> None:
+    model.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in arrays.items()})
+    model.eval()
+
+
 def load(run_dir: Path, arch: A.Arch) -> nn.Module:
+    """A run written before weights.npz: its state_dict, read with weights_only=True."""
+    import pickle
+    import re
+
+    from .weights import check
+
+    path = run_dir / "model.pt"
     model = build(arch)
     try:
-        state = torch.load(run_dir / "model.pt", map_location="cpu", weights_only=True)
-        model.load_state_dict(state)
-    except Exception as exc:  # truncated file, or weights of another architecture
-        raise RunError(f"{run_dir / 'model.pt'}: cannot load as '{arch.name}' ({exc})") from None
-    return model.eval()
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        # torch's own message runs to six lines and suggests weights_only=False, which would
+        # execute whatever the file holds; it names the global it refused, if that was it.
+        named = re.search(r"GLOBAL ([\w.]+)", str(exc))
+        if named is None:
+            raise RunError(f"{path}: cannot load (not a torch state_dict file)") from None
+        raise RunError(f"{path}: refused: it holds more than tensors (it names "
+                       f"{named.group(1)}), and loading it could run code; not a state_dict "
+                       "mnistopt wrote") from None
+    except Exception as exc:  # truncated, not a zip, ...
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:120]
+        raise RunError(f"{path}: cannot load ({first})") from None
+    if not isinstance(state, dict) or not all(torch.is_tensor(v) for v in state.values()):
+        raise RunError(f"{path}: not a state_dict (a dict of tensors)")
+    arrays = {k: v.numpy() for k, v in state.items()}
+    set_weights(model, check(path, arrays, weights(model)))
+    return model
 
 
 @torch.no_grad()
