@@ -157,7 +157,7 @@ def test_integer_input_only_where_exact():
 
 
 def test_convsym_rule_per_cpu():
-    from mnistopt.export.onnx_int8 import convsym_fits
+    from mnistopt.export.onnx_int8 import convsym_fits, depthwise_fits
 
     assert convsym_fits(1, 8, 3, ZEN4) == (False, "1 input channel, not a multiple of 4")
     assert convsym_fits(8, 16, 3, ZEN4)[0] and convsym_fits(16, 20, 3, ZEN4)[0]
@@ -165,6 +165,8 @@ def test_convsym_rule_per_cpu():
     assert "fewer than 16" in convsym_fits(8, 8, 3, ZEN4)[1]
     assert not convsym_fits(6, 16, 5, ZEN4)[0]
     assert not convsym_fits(1, 32, 3, ARM)[0] and convsym_fits(6, 16, 5, ARM)[0]
+    assert depthwise_fits(32, 32, 32, ZEN4)[0] and not depthwise_fits(24, 24, 24, ZEN4)[0]
+    assert depthwise_fits(24, 24, 24, ARM)[0] and "grouped" in depthwise_fits(2, 16, 16, ZEN4)[1]
 
 
 def test_static_int8_keeps_the_first_conv_float(tmp_path):

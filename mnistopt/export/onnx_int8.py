@@ -72,6 +72,19 @@ def convsym_fits(cin: int, cout: int, kernel: int, cpu) -> tuple[bool, str]:
     return True, ""
 
 
+def depthwise_fits(group: int, cin: int, cout: int, cpu) -> tuple[bool, str]:
+    """The same for a grouped conv: MLAS's ConvSym has a depthwise kernel (one input and one
+    output channel per group) for group counts that are a multiple of 16 (8 on ARM)."""
+    if not (cin == cout == group):
+        return False, f"grouped conv ({group} groups of {cin // group}->{cout // group})"
+    align = 16 if cpu.is_x86 else 8
+    if cpu.is_x86 and not cpu.avx2:
+        return False, "no AVX2: MLAS has no symmetric int8 conv kernel"
+    if group % align:
+        return False, f"depthwise over {group} channels, not a multiple of {align}"
+    return True, ""
+
+
 def _convs(model) -> list[dict]:
     inits = {t.name: t for t in model.graph.initializer}
     out = []
@@ -89,8 +102,10 @@ def float_convs(model, cpu) -> list[dict]:
     """The Conv nodes of `model` to keep float on `cpu`: {name, cin, cout, why}."""
     keep = []
     for c in _convs(model):
-        fits, why = (False, "grouped conv") if c["group"] != 1 else \
-            convsym_fits(c["cin"], c["cout"], c["k"], cpu)
+        if c["group"] == 1:
+            fits, why = convsym_fits(c["cin"], c["cout"], c["k"], cpu)
+        else:
+            fits, why = depthwise_fits(c["group"], c["cin"], c["cout"], cpu)
         if not fits:
             keep.append({"name": c["name"], "cin": c["cin"], "cout": c["cout"], "why": why})
     return keep
