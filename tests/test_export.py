@@ -221,6 +221,17 @@ def test_zero_calibration_samples(runs, tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_fixed_batch_only_where_files_have_one(runs, tmp_path):
+    from mnistopt.export.api import default_path
+
+    with pytest.raises(ConfigError, match="--batch is for files with a fixed batch"):
+        export(runs("torch"), "onnx", "none", batch=256, out=tmp_path)
+    with pytest.raises(ConfigError, match="--batch must be"):
+        export(runs("torch"), "tflite", "none", batch=0, out=tmp_path)
+    assert default_path(runs("torch"), "tflite", "int8", 256).name == "lenet5-torch-int8-b256.tflite"
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_out_file_for_several_artifacts(runs, tmp_path):
     with pytest.raises(ConfigError, match="names one file"):
         export(runs("torch"), "onnx", ["none", "int8"], out=tmp_path / "x.onnx")

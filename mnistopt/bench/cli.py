@@ -28,13 +28,15 @@ def bench_command(
     report: Annotated[Optional[Path], typer.Option("--report", help="Write a Markdown report")] = None,
     plot: Annotated[Optional[Path], typer.Option("--plot", help="Write accuracy vs latency as PNG")] = None,
     baseline: Annotated[Optional[Path], typer.Option(help="Earlier JSON report: exit 1 on an accuracy drop > 0.1 pp or p50 > +25 % + 10 µs")] = None,
+    profile: Annotated[bool, typer.Option("--profile", help="Per-node p50 times of each ONNX file (onnxruntime's profiler, batch 1) and the ops XNNPACK delegates in each TFLite file")] = False,
     quiet: Annotated[bool, typer.Option(help="No progress bar")] = False,
     trust_savedmodel: Annotated[bool, typer.Option(
         "--trust-savedmodel", help="Load tf runs that have no weights.npz from their SavedModel, "
                                    "which runs the graph stored in it: only for runs you trust")] = False,
 ) -> None:
     """Benchmark artifacts and native models: latency percentiles, throughput, accuracy, size,
-    cold start and memory, each in a fresh process; check the project's targets."""
+    cold start and memory, each in a fresh process; % of the CPU's peak multiply-adds; check
+    the project's targets and name the file to ship per arch."""
     from ..errors import ConfigError
     from ..fsutil import check_output, write_text
     from ..targets.base import Settings
@@ -60,6 +62,10 @@ def bench_command(
     target = get_target(device, set_options=target_option or ())
     old = R.load_json(baseline) if baseline else None  # fail on a bad baseline before measuring
     rep = bench(paths or None, settings, target)
+    if profile:
+        from .profile import profile_records
+
+        rep["profile"] = profile_records(rep["results"], threads=threads, progress=not quiet)
     R.print_table(rep)
     if json_out:
         R.save_json(rep, json_out)

@@ -1,9 +1,15 @@
-"""Where the time goes inside an ONNX model: onnxruntime's profiler, summed per operator type.
+"""Where the time goes inside a model: onnxruntime's profiler per node, LiteRT's delegation.
 
-    python -m mnistopt.bench.profile MODEL.onnx [--batch 1] [--iters 200] [--threads N]
+    python -m mnistopt.bench.profile MODEL.onnx|MODEL.tflite [--batch 1] [--iters 500] [--threads N]
+    mnistopt bench --profile ...   (every file of the run, in the report)
 
-Used to explain a missed latency target: if `model_run` is much larger than the sum of the
-kernels, the time is framework overhead (thread-pool wake-ups, Python binding), not math.
+ONNX: each node's median kernel time over the calls (a median, not a mean: on a loaded machine
+a few preempted calls push the mean of every node up, and the per-node means summed to more
+than the whole call), the nodes as onnxruntime runs them after its graph optimisations (fused
+QLinearConv, NCHWc Conv, layout Transposes and Reorders), and the call's median. If
+`model_run` is much larger than the sum of the kernels, the time is framework overhead.
+TFLite: which ops the XNNPACK delegate took, and into how many partitions; an op left to
+LiteRT's builtin kernels is slow, and each partition boundary costs a copy.
 """
 
 from __future__ import annotations
@@ -15,8 +21,9 @@ from pathlib import Path
 import numpy as np
 
 
-def profile_onnx(path, batch: int = 1, iters: int = 200, threads: int | None = None) -> dict:
-    """Per-op-type mean µs per call, the mean session run µs, and the kernel share of it."""
+def profile_onnx(path, batch: int = 1, iters: int = 500, threads: int | None = None) -> dict:
+    """Per-node p50 kernel µs (in run order), per-op-type sums, the call's p50 and the share
+    of it the kernels account for."""
     from ..runtime import load
 
     clf = load(path, threads=threads, backend="onnxruntime", profile=True)
@@ -24,41 +31,106 @@ def profile_onnx(path, batch: int = 1, iters: int = 200, threads: int | None = N
     for _ in range(iters):
         clf.run_raw(x)
     trace = clf.backend.end_profiling()
-    ops, per_node, runs = defaultdict(float), defaultdict(float), []
+    nodes, op_of, runs = defaultdict(list), {}, []
     for ev in trace:
         if ev.get("cat") == "Node" and ev.get("name", "").endswith("_kernel_time"):
-            op = ev.get("args", {}).get("op_name", "?")
-            ops[op] += ev["dur"]
-            per_node[ev["name"][: -len("_kernel_time")]] += ev["dur"]
+            name = ev["name"][: -len("_kernel_time")]
+            nodes[name].append(ev["dur"])
+            op_of[name] = ev.get("args", {}).get("op_name", "?")
         elif ev.get("cat") == "Session" and ev.get("name") == "model_run":
             runs.append(ev["dur"])
-    runs = runs[len(runs) // 10:]  # the first calls include allocation: drop them
-    n = max(len(runs), 1)
-    run_us = float(np.median(runs)) if runs else float("nan")
-    kernels = sum(ops.values()) / iters
+    skip = len(runs) // 10  # the first calls include allocation: drop them
+    runs = runs[skip:]
+    per_node = [{"node": n, "op": op_of[n], "p50_us": float(np.median(v[len(v) // 10:] or v))}
+                for n, v in nodes.items()]
+    ops = defaultdict(float)
+    for row in per_node:
+        ops[row["op"]] += row["p50_us"]
+    run_us = float(np.median(runs)) if runs else None
+    kernels = sum(r["p50_us"] for r in per_node)
     return {
-        "model": str(path), "batch": batch, "iters": iters, "threads": clf.threads,
-        "model_run_p50_us": run_us, "kernels_mean_us": kernels,
-        "kernel_share": kernels / run_us if runs else None,
-        "ops_us": {k: v / iters for k, v in sorted(ops.items(), key=lambda kv: -kv[1])},
-        "top_nodes_us": {k: v / iters for k, v in sorted(per_node.items(), key=lambda kv: -kv[1])[:8]},
-        "runs_seen": n,
+        "model": str(path), "kind": "onnxruntime", "batch": batch, "iters": iters,
+        "threads": clf.threads, "model_run_p50_us": run_us, "kernels_p50_us": kernels,
+        "kernel_share": kernels / run_us if run_us else None,
+        "nodes": per_node, "ops_us": dict(sorted(ops.items(), key=lambda kv: -kv[1])),
+        "runs_seen": len(runs),
     }
+
+
+def tflite_delegation(path) -> dict:
+    """The ops of a .tflite file and which the XNNPACK delegate runs."""
+    from ..runtime import open_backend
+
+    d = open_backend(path, "litert", threads=1).delegation()
+    left = [o["op"] for o in d["ops"] if not o["delegated"]]
+    return {"model": str(path), "kind": "litert", "partitions": d["partitions"],
+            "ops": d["ops"], "not_delegated": left,
+            "delegated": len(d["ops"]) - len(left), "total": len(d["ops"])}
+
+
+def profile_file(path, batch: int = 1, iters: int = 500, threads: int | None = None) -> dict:
+    from ..runtime import detect_format
+
+    if detect_format(Path(path)) == "onnx":
+        return profile_onnx(path, batch, iters, threads)
+    return tflite_delegation(path)
+
+
+def profile_records(records: list[dict], *, iters: int = 500, threads: int | None = None,
+                    progress: bool = True) -> dict:
+    """{record id: profile} for every file in `records` that ran; errors as {"error": ...}."""
+    from ..errors import MnistoptError
+    from ..progress import progress_bar
+
+    files = [r for r in records if r.get("kind") == "artifact" and not r.get("error")
+             and r.get("format") in ("onnx", "tflite") and r.get("path")]
+    out = {}
+    with progress_bar("profile", len(files), progress) as advance:
+        for r in files:
+            try:
+                out[r["id"]] = profile_file(r["path"], 1, iters, threads)
+            except MnistoptError as exc:
+                out[r["id"]] = {"error": str(exc)}
+            advance(1)
+    return out
+
+
+def profile_lines(profiles: dict, top: int = 12) -> list[str]:
+    """Text for the terminal and the Markdown report."""
+    lines = []
+    for rid, p in profiles.items():
+        if p.get("error"):
+            lines.append(f"{rid}: profile failed: {p['error']}")
+        elif p.get("kind") == "litert":
+            left = p["not_delegated"]
+            lines.append(f"{rid}: XNNPACK runs {p['delegated']} of {p['total']} ops in "
+                         f"{p['partitions']} partition(s)"
+                         + (f"; left to LiteRT's kernels: {', '.join(left)}" if left else ""))
+        else:
+            run = p["model_run_p50_us"]
+            lines.append(f"{rid}: b{p['batch']} threads {p['threads']}, call p50 "
+                         f"{run or float('nan'):.1f} µs, kernels {p['kernels_p50_us']:.1f} µs "
+                         f"({(p['kernel_share'] or 0):.0%}), {len(p['nodes'])} nodes:")
+            for n in sorted(p["nodes"], key=lambda n: -n["p50_us"])[:top]:
+                lines.append(f"    {n['op']:<26} {n['p50_us']:8.1f} µs  {n['node'][:50]}")
+    return lines
 
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(prog="python -m mnistopt.bench.profile")
     p.add_argument("model", type=Path)
     p.add_argument("--batch", type=int, default=1)
-    p.add_argument("--iters", type=int, default=200)
+    p.add_argument("--iters", type=int, default=500)
     p.add_argument("--threads", type=int, default=None)
     a = p.parse_args(argv)
-    r = profile_onnx(a.model, a.batch, a.iters, a.threads)
-    print(f"{r['model']}  batch {r['batch']}  threads {r['threads']}: model_run p50 "
-          f"{r['model_run_p50_us']:.1f} µs, kernels {r['kernels_mean_us']:.1f} µs "
-          f"({(r['kernel_share'] or 0):.0%})")
-    for op, us in r["ops_us"].items():
-        print(f"  {op:<24} {us:9.1f} µs")
+    from ..errors import MnistoptError
+
+    try:
+        r = profile_file(a.model, a.batch, a.iters, a.threads)
+    except MnistoptError as exc:
+        raise SystemExit(f"error: {exc}") from None
+    for line in profile_lines({a.model.name: r}, top=100):
+        print(line)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,12 @@ JSON schema "mnistopt.bench/1"::
                               peak_rss_bytes}, error?}],
      "pareto": [ids on the accuracy / batch-1 p50 front],
      "targets": [{name, goal, value, ok, detail}],
+     "recommendation": [{arch, cpu_class, b1: {id, runtime, quant, p50_us},
+                         b256: {id, runtime, quant, images_per_s}}],
+     "peak": {fp32_macs_per_cycle, int8_macs_per_cycle, ghz, clock_source, fp32_basis,
+              int8_basis},   (device cpu; each timed row then has pct_peak: {batch: %} and
+                              peak_dtype)
+     "profile": {id: {...}}   (with --profile: per-node p50 for ONNX, delegation for TFLite)
      "failures": [one line per model that failed; absent in reports built from bare records]}
 
 Targets may add their own entries to a record (``arm``, ``parity``, ``mcu``); the keys every
@@ -29,6 +35,8 @@ from pathlib import Path
 
 from ..errors import ConfigError
 from ..targets.document import SCHEMA, document, save_json  # noqa: F401  (save_json re-exported)
+from . import goals
+from .goals import ok_records, p50, throughput  # noqa: F401  (the report's numbers)
 from .pareto import pareto_front, plot  # noqa: F401  (the report's front and PNG)
 
 # Baseline comparison. Run-to-run p50 variation of one model measured on the project's 2-core
@@ -39,10 +47,26 @@ P50_REL = 0.25
 P50_FLOOR_US = 10.0
 
 
-def build_report(records: list[dict], options: dict, environment: dict, device: str) -> dict:
+def build_report(records: list[dict], options: dict, environment: dict, device: str,
+                 peak=None) -> dict:
+    """The report of `records`; `peak` (hw.Peak) defaults to this CPU's when the device is
+    this machine's CPU, and gives each row its % of peak."""
     rep = document(records, options, environment, device)
     rep["pareto"] = pareto_front(records)
-    rep["targets"] = check_targets(records)
+    rep["targets"] = check_targets(records, environment)
+    rep["recommendation"] = goals.recommend(records, environment)
+    if peak is None and device == "cpu":
+        from ..hw import peak as cpu_peak
+
+        peak = cpu_peak()
+    if peak is not None:
+        rep["peak"] = peak.as_dict()
+        cores = (environment or {}).get("cores_available")
+        for r in rep["results"]:
+            pct = goals.percent_of_peak(r, peak, cores)
+            if pct:
+                r["pct_peak"] = {b: round(v, 2) for b, v in pct.items()}
+                r["peak_dtype"] = goals.dtype_of(r)
     return rep
 
 
@@ -68,77 +92,9 @@ def load_json(path: Path) -> dict:
 # ------------------------------------------------------------------------------------------
 # numbers
 
-
-def p50(rec: dict, batch: int = 1) -> float | None:
-    s = (rec.get("latency") or {}).get(str(batch))
-    return s["p50_us"] if s else None
-
-
-def throughput(rec: dict, batch: int) -> float | None:
-    s = (rec.get("latency") or {}).get(str(batch))
-    return s["images_per_s"] if s else None
-
-
-def ok_records(records):
-    return [r for r in records if not r.get("error") and r.get("accuracy") is not None]
-
-
-def check_targets(records: list[dict]) -> list[dict]:
-    """The project's performance goals, checked on what this run measured."""
-    rs = ok_records(records)
-    arts = [r for r in rs if r["kind"] == "artifact"]
-    out = []
-
-    torch_seed = [r for r in rs if r["kind"] == "native" and r["backend"] == "torch" and r.get("arch") == "seed" and p50(r)]
-    int8 = [r for r in arts if r.get("quant") == "int8" and p50(r)]
-    goal = "best int8 artifact, batch 1 p50 <= 1/20 of torch eager's on seed"
-    if torch_seed and int8:
-        ref = p50(torch_seed[0])
-        best = min(int8, key=p50)
-        ratio = ref / p50(best)
-        detail = (f"{best['id']} {p50(best):.0f} µs vs torch eager seed {ref:.0f} µs: "
-                  f"{ratio:.1f}x faster (goal 20x)")
-        same = [r for r in int8 if r.get("arch") == "seed"]
-        if same and best.get("arch") != "seed":
-            b2 = min(same, key=p50)
-            detail += f"; same arch: {b2['id']} {p50(b2):.0f} µs, {ref / p50(b2):.1f}x"
-        out.append({"name": "int8 vs torch eager (seed, b1)", "goal": goal, "value": ratio,
-                    "ok": ratio >= 20, "detail": detail})
-    else:
-        out.append({"name": "int8 vs torch eager (seed, b1)", "goal": goal, "value": None, "ok": None,
-                    "detail": "not measured: needs the torch seed run and an int8 artifact"})
-
-    edge = [r for r in arts if r.get("quant") == "int8" and r.get("arch") == "edge" and p50(r)]
-    goal = "edge int8 artifact, batch 1 p50 <= 30 µs"
-    if edge:
-        best = min(edge, key=p50)
-        v = p50(best)
-        out.append({"name": "edge int8 b1 p50", "goal": goal, "value": v, "ok": v <= 30,
-                    "detail": f"{best['id']}: {v:.1f} µs" + ("" if v <= 30 else f", {v - 30:.1f} µs ({v / 30:.2f}x) over")})
-    else:
-        out.append({"name": "edge int8 b1 p50", "goal": goal, "value": None, "ok": None,
-                    "detail": "not measured: no int8 artifact of the edge arch"})
-
-    big = max((int(b) for r in arts for b in (r.get("latency") or {})), default=None)
-    goal = "int8 throughput at the largest batch >= 1.5x fp32 of the same runtime (one pair suffices)"
-    pairs = []
-    if big:
-        by_key = {}
-        for r in arts:
-            by_key.setdefault((r.get("arch"), r.get("framework"), r.get("format")), {})[r.get("quant")] = r
-        for key, q in by_key.items():
-            if "int8" in q and "fp32" in q and throughput(q["int8"], big) and throughput(q["fp32"], big):
-                pairs.append((throughput(q["int8"], big) / throughput(q["fp32"], big), q["int8"]["id"], q["fp32"]["id"]))
-    if pairs:
-        best = max(pairs)
-        out.append({"name": f"int8/fp32 throughput b{big}", "goal": goal, "value": best[0],
-                    "ok": best[0] >= 1.5,
-                    "detail": f"best pair {best[1]} vs {best[2]}: {best[0]:.2f}x; all: "
-                              + ", ".join(f"{i}: {v:.2f}x" for v, i, _ in sorted(pairs, reverse=True))})
-    else:
-        out.append({"name": "int8/fp32 throughput", "goal": goal, "value": None, "ok": None,
-                    "detail": "not measured: needs int8 and fp32 artifacts of the same model and format"})
-    return out
+def check_targets(records: list[dict], environment: dict | None = None) -> list[dict]:
+    """The project's performance goals, checked on what this run measured (bench/goals.py)."""
+    return goals.check_targets(records, environment)
 
 
 def compare_baseline(new: dict, old: dict, *, acc_pp: float = ACC_DROP_PP, rel: float = P50_REL,
@@ -203,7 +159,11 @@ def rows(report: dict) -> tuple[list[str], list[list[str]]]:
     front = set(report.get("pareto", []))
     head = ["model", "runtime", "quant", "acc %", "size", "params", "MACs"]
     head += [f"p50 b{b}" for b in sizes] + (["p99 b1"] if 1 in sizes else [])
-    head += ([f"img/s b{big}"] if big else []) + ["cold start", "peak RSS"]
+    head += ([f"img/s b{big}"] if big else [])
+    with_peak = "peak" in report
+    if with_peak:
+        head.append("% peak b1" + (f"/b{big}" if big and big != 1 else ""))
+    head += ["cold start", "peak RSS"]
     out = []
     key = lambda r: (r.get("error") is not None, r.get("arch") or "", r.get("framework") or "",
                      r["kind"] != "native", r.get("format") or "", r.get("quant") or "")
@@ -224,6 +184,11 @@ def rows(report: dict) -> tuple[list[str], list[list[str]]]:
         if big:
             ips = lat.get(str(big), {}).get("images_per_s")
             row.append(f"{ips:,.0f}" if ips else "-")
+        if with_peak:
+            pct = r.get("pct_peak") or {}
+            cells = [pct.get(str(b)) for b in ([1, big] if big and big != 1 else [1])]
+            row.append("/".join("-" if v is None else f"{v:.0f}" if v >= 10 else f"{v:.1f}"
+                                for v in cells) if pct else "-")
         row.append(f"{cold['total_s'] * 1000:.0f} ms" if cold.get("total_s") else "-")
         row.append(f"{cold['peak_rss_bytes'] / 2**20:.0f} MiB" if cold.get("peak_rss_bytes") else "-")
         out.append(row)
@@ -236,11 +201,22 @@ def env_line(report: dict) -> str:
     load = e.get("loadavg")
     parts = [f"{cpu.get('model', '?')} ({cpu.get('machine', '?')}; "
              f"{' '.join(cpu.get('flags', [])) or 'no flags read'}; VNNI {'yes' if cpu.get('vnni') else 'no'})",
-             f"{e.get('cores_available', '?')} cores", f"threads {e.get('threads') or 'runtime default'}"]
+             f"{e.get('cores_available', '?')} cores", f"threads {e.get('threads') or 'auto (1 below 16 images a call, else all physical cores)'}"]
     if load:
         parts.append(f"load avg {load[0]:.2f}")
     parts += [f"{k} {v}" for k, v in e.get("libraries", {}).items()]
     return ", ".join(parts)
+
+
+def peak_line(report: dict) -> str | None:
+    """How % of peak is counted, in one line (None without peak figures)."""
+    p = report.get("peak")
+    if not p:
+        return None
+    return (f"% peak: MACs/image x img/s over the cores used x per-core peak at {p['ghz']:.2f} GHz "
+            f"({p['clock_source']}; override with $MNISTOPT_CPU_GHZ): fp32 "
+            f"{p['fp32_macs_per_cycle']} MACs/cycle ({p['fp32_basis']}), int8 "
+            f"{p['int8_macs_per_cycle']} ({p['int8_basis']})")
 
 
 def target_lines(report: dict) -> list[str]:
@@ -270,10 +246,19 @@ def print_table(report: dict, console=None) -> None:
     if loads and loads[0] > 0.5 * cores:
         console.print(f"[yellow]note: load average {loads[0]:.2f} on {cores} cores: other work "
                       "competed for the CPU; latencies are pessimistic and noisy.[/yellow]")
+    if peak_line(report):
+        console.print(peak_line(report), style="dim", highlight=False, markup=False)
     console.print("targets:")
     for line in target_lines(report):
         style = "green" if line.startswith("PASS") else "red" if line.startswith("MISS") else "dim"
         console.print(f"  [{style}]{line}[/{style}]", highlight=False)
+    rec = goals.recommend_lines(report)
+    if rec:
+        console.print("recommended (fastest within 0.1 pp of the native model's accuracy):")
+        for line in rec:
+            console.print(f"  {line}", highlight=False, markup=False)
+    for line in profile_lines(report):
+        console.print(line, highlight=False, markup=False)
     failures = report.get("failures") or []
     if failures:
         console.print(f"[red]{len(failures)} model(s) failed:[/red]")
@@ -293,9 +278,25 @@ def markdown(report: dict, plot_name: str | None = None) -> str:
              "| " + " | ".join(head) + " |",
              "|" + "|".join("---" if i < 3 else "---:" for i in range(len(head))) + "|"]
     lines += ["| " + " | ".join(c.replace("|", "/") for c in row) + " |" for row in body]
+    if peak_line(report):
+        lines += ["", peak_line(report) + "."]
     lines += ["", "## Targets", ""] + [f"- {line}" for line in target_lines(report)]
+    rec = goals.recommend_lines(report)
+    if rec:
+        lines += ["", "## Recommended files", "",
+                  "Fastest within 0.1 pp of the native model's accuracy, on this CPU:", ""]
+        lines += [f"- {line}" for line in rec]
+    prof = profile_lines(report)
+    if prof:
+        lines += ["", "## Profile", "", "```"] + prof + ["```"]
     if report.get("failures"):
         lines += ["", "## Failures", ""] + [f"- {line}" for line in report["failures"]]
     if plot_name:
         lines += ["", f"![accuracy vs latency]({plot_name})"]
     return "\n".join(lines) + "\n"
+
+
+def profile_lines(report: dict) -> list[str]:
+    from .profile import profile_lines as lines
+
+    return lines(report.get("profile") or {})

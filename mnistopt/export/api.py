@@ -44,6 +44,7 @@ class Context:
     calib_source: str = ""
     progress: bool = True
     cpu: Any = None  # hw.CpuInfo; None = this machine
+    batch: int = 1  # images per call, for paths whose files have a fixed batch
 
 
 def calibration_images(data, n: int, seed: int = 0) -> np.ndarray:
@@ -53,13 +54,14 @@ def calibration_images(data, n: int, seed: int = 0) -> np.ndarray:
     return data.x_train[np.sort(idx)]
 
 
-def default_path(run, fmt: str, mode: str) -> Path:
-    return run.path / "export" / f"{run.arch}-{run.framework}-{QUANT_TAGS[mode]}{FORMATS[fmt]}"
+def default_path(run, fmt: str, mode: str, batch: int = 1) -> Path:
+    tag = QUANT_TAGS[mode] + (f"-b{batch}" if batch != 1 else "")
+    return run.path / "export" / f"{run.arch}-{run.framework}-{tag}{FORMATS[fmt]}"
 
 
-def _target(run, fmt, mode, out, many: bool) -> Path:
+def _target(run, fmt, mode, out, many: bool, batch: int = 1) -> Path:
     if out is None:
-        return default_path(run, fmt, mode)
+        return default_path(run, fmt, mode, batch)
     out = Path(out)
     if out.suffix in (".onnx", ".tflite"):
         if many:
@@ -67,14 +69,19 @@ def _target(run, fmt, mode, out, many: bool) -> Path:
         if out.suffix != FORMATS[fmt]:
             raise ConfigError(f"--out {out}: a {fmt} file should end in {FORMATS[fmt]}")
         return out
-    return out / default_path(run, fmt, mode).name
+    return out / default_path(run, fmt, mode, batch).name
 
 
 def export(run, format: str | Sequence[str] = "onnx", quantize: str | Sequence[str] = "none", *,
            calib_samples: int = DEFAULT_CALIB, opset: int = DEFAULT_OPSET,
            out: str | os.PathLike | None = None, validate: bool = True,
-           atol: float | None = None, data=None, progress: bool = True, cpu=None) -> list[Artifact]:
+           atol: float | None = None, data=None, progress: bool = True, cpu=None,
+           batch: int = 1) -> list[Artifact]:
     """Export `run` (a Run or its directory) to each format x quantize mode; return the artifacts.
+
+    `batch`: images per call for the paths whose files have a fixed batch (torch -> TFLite);
+    their file names then end in -bN. A larger batch serves throughput (one call per N images
+    instead of N calls); a batch-1 call on such a file pads to N.
 
     Each file is validated on the full test set of `data` (MNIST by default) before it is
     written; a failure raises a ValidationError subclass and leaves no file behind.
@@ -89,6 +96,8 @@ def export(run, format: str | Sequence[str] = "onnx", quantize: str | Sequence[s
         raise ConfigError(f"--opset must be at least 17, got {opset}")
     if atol is not None and not atol > 0:
         raise ConfigError(f"--atol must be positive, got {atol}")
+    if isinstance(batch, bool) or not isinstance(batch, int) or not 1 <= batch <= 4096:
+        raise ConfigError(f"--batch must be an integer from 1 to 4096, got {batch!r}")
     jobs = []
     for fmt in fmts:
         exp = get_exporter(run.framework, fmt)
@@ -96,12 +105,15 @@ def export(run, format: str | Sequence[str] = "onnx", quantize: str | Sequence[s
             if mode not in exp.modes:
                 raise ConfigError(f"{run.framework} -> {fmt} has no quantize mode '{mode}'; "
                                   f"it has: {', '.join(exp.modes)}")
+        if batch != 1 and not exp.fixed_batch:
+            raise ConfigError(f"--batch is for files with a fixed batch (torch -> tflite); "
+                              f"{run.framework} -> {fmt} files take any batch")
         jobs.append((fmt, exp))
     needs_calib = "int8" in modes
     if needs_calib and (calib_samples is None or calib_samples < 1):
         raise ConfigError(f"--calib-samples must be at least 1 for int8, got {calib_samples}")
     many = len(fmts) * len(modes) > 1
-    targets = {(f, m): _target(run, f, m, out, many) for f in fmts for m in modes}
+    targets = {(f, m): _target(run, f, m, out, many, batch) for f in fmts for m in modes}
     for target in targets.values():  # a bad location fails now, not after the conversion
         check_output(target, "--out" if out is not None else "output")
         check_output(sidecar_path(target), "--out" if out is not None else "output")
@@ -113,7 +125,9 @@ def export(run, format: str | Sequence[str] = "onnx", quantize: str | Sequence[s
 
         data = load_mnist()
     calib = calibration_images(data, calib_samples) if needs_calib else None
-    ctx = Context(opset=opset, progress=progress, cpu=cpu, calib=calib,
+    if needs_calib and batch > len(calib):
+        raise ConfigError(f"--batch {batch} is more than the {len(calib)} calibration images")
+    ctx = Context(opset=opset, progress=progress, cpu=cpu, calib=calib, batch=batch,
                   calib_source=f"training set, {len(calib)} images drawn with seed 0" if needs_calib else "")
 
     native = None

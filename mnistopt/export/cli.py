@@ -70,6 +70,9 @@ def export_command(
              "repeat for several [default: none, i.e. fp32]")] = None,
     calib_samples: Annotated[int, typer.Option(help="Training images to calibrate int8 on")] = 512,
     opset: Annotated[int, typer.Option(help="ONNX opset (>= 17)")] = 18,
+    batch: Annotated[int, typer.Option(
+        help="Images per call for files with a fixed batch (PyTorch -> TFLite): e.g. 256 for "
+             "throughput; the name gets -bN")] = 1,
     out: Annotated[Optional[Path], typer.Option(
         help="Output file (one artifact) or directory [default: RUN/export/ARCH-FRAMEWORK-QUANT.EXT]")] = None,
     validate: Annotated[bool, typer.Option(
@@ -103,7 +106,7 @@ def export_command(
         run = latest_run()
         typer.echo(f"exporting {run.path} (the newest run in the workspace)", err=True)
     arts = export(run, fmt, modes, calib_samples=calib_samples, opset=opset, out=out,
-                  validate=validate, atol=atol, progress=not quiet and not as_json)
+                  validate=validate, atol=atol, progress=not quiet and not as_json, batch=batch)
     rows = [summary(a) for a in arts]
     if c_array is not None:
         _write_c_arrays(rows, c_array)

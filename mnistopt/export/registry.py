@@ -69,6 +69,9 @@ class Exporter:
     extra: str  # the pip extra whose packages this path needs
     requires: tuple[str, ...]  # the modules that extra provides (checked before any work)
     modes: tuple[str, ...] = MODES
+    # The files take a fixed number of images per call (`export(batch=N)` picks it; 1 by
+    # default) instead of a free batch dimension.
+    fixed_batch: bool = False
     tolerances: dict = field(default_factory=lambda: {
         "none": FP32, "dynamic": QUANTIZED, "int8": QUANTIZED, "fp16": QUANTIZED})
 
@@ -117,7 +120,7 @@ register(Exporter("tf", "tflite", "mnistopt.export.tflite_paths", "tf",
 # PyTorch -> TFLite goes through litert-torch, a heavy optional extra; its quantized variants
 # through ai-edge-quantizer, which litert-torch brings.
 register(Exporter("torch", "tflite", "mnistopt.export.tflite_paths", "litert",
-                  ("litert_torch", "ai_edge_quantizer", "ai_edge_litert")))
+                  ("litert_torch", "ai_edge_quantizer", "ai_edge_litert"), fixed_batch=True))
 
 
 def get_exporter(framework: str, fmt: str) -> Exporter:

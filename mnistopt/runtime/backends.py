@@ -32,6 +32,13 @@ BACKENDS = {
 }
 # What `load` uses when no backend is named, by file format.
 DEFAULT_BACKEND = {"onnx": "onnxruntime", "tflite": "litert"}
+# With no thread count asked for, a backend that supports it (`auto_threads`) runs calls of
+# fewer images than this on one thread and larger ones on all physical cores. A call of one
+# MNIST image lasts 15-500 µs, and handing parts of a layer to a second thread costs more than
+# it saves: one thread was 6-17 % faster than two at batch 1 for every model measured (ORT and
+# LiteRT, 2 cores). From 16 images on, two threads' fastest calls were 1.1-1.8x faster than
+# one thread's (edge and seed, both runtimes; on a loaded machine, so the medians could not say).
+PARALLEL_BATCH = 16
 
 
 class TensorInfo:
@@ -63,15 +70,22 @@ class Backend(ABC):
     extra: str  # the pip extra that installs its library
     options: frozenset = frozenset()  # keys it accepts in `options`
     profiling: bool = False  # whether `profile=True` is supported
+    auto_threads: bool = False  # takes threads=None: `threads_for(batch)` decides per call
 
     input: TensorInfo
     output: TensorInfo
     custom_metadata: dict
     providers: list
 
-    def __init__(self, path: Path, *, threads: int, device: str, profile: bool = False,
+    def __init__(self, path: Path, *, threads: int | None, device: str, profile: bool = False,
                  options: dict | None = None):
-        self.path, self.threads, self.device = Path(path), threads, device
+        self.path, self.device = Path(path), device
+        self.auto = threads is None  # only ever None for an `auto_threads` backend
+        self.threads = threads or physical_cores()  # the most any call uses
+
+    def threads_for(self, batch: int) -> int:
+        """Intra-op threads a call of `batch` images runs on."""
+        return 1 if self.auto and batch < PARALLEL_BATCH else self.threads
 
     @abstractmethod
     def run(self, x: np.ndarray) -> np.ndarray:
@@ -140,7 +154,9 @@ def open_backend(path, backend: str | None = None, *, threads: int | None = None
                  options: dict | None = None) -> Backend:
     """Open `path` with `backend` (default: DEFAULT_BACKEND for the file's format).
 
-    threads: intra-op threads (default: physical cores); device: 'cpu' or 'cuda[:N]';
+    threads: intra-op threads (default: one for calls of fewer than PARALLEL_BATCH images,
+    the physical cores for larger ones, where the backend supports it, else the physical
+    cores); device: 'cpu' or 'cuda[:N]';
     profile: turn on the backend's profiler (`end_profiling()`); options: backend-specific
     settings (e.g. {"arena_bytes": N} for tflite-micro).
     """
@@ -160,8 +176,10 @@ def open_backend(path, backend: str | None = None, *, threads: int | None = None
     if unknown:
         raise ConfigError(f"backend '{cls.name}' has no option {', '.join(map(repr, unknown))}"
                           + (f" (it has: {', '.join(sorted(cls.options))})" if cls.options else ""))
-    return cls(path, threads=threads or physical_cores(), device=str(device).lower(),
-               profile=profile, options=dict(options or {}))
+    device = str(device).lower()
+    if threads is None and not (cls.auto_threads and device == "cpu"):
+        threads = physical_cores()
+    return cls(path, threads=threads, device=device, profile=profile, options=dict(options or {}))
 
 
 def first_line(exc: BaseException) -> str:

@@ -118,6 +118,7 @@ class Classifier:
         self.fixed_batch = inp.shape[0] if inp.shape and inp.shape[0] > 0 else None
         self._sample_shape = LAYOUTS[self.layout]
         self._lut = self._pixel_table()
+        self._out_lut = self._output_table()
         self._run = backend.run
 
     def _check_output(self, shape: tuple) -> None:
@@ -133,6 +134,18 @@ class Classifier:
         """uint8 pixel -> model input value, for all 256 pixels (one `take` per call)."""
         x01 = np.arange(256, dtype=np.float32) / np.float32(255.0)
         return self._from_float(x01)
+
+    def _output_table(self) -> np.ndarray | None:
+        """8-bit output value -> float score, for all 256 values: one `take` dequantizes a
+        batch (three numpy passes cost ~5 µs at batch 1, a third of a small int8 model's call)."""
+        if self.out_quant is None or self.out_dtype.itemsize != 1:
+            return None
+        scale, zp = self.out_quant
+        info = np.iinfo(self.out_dtype)
+        q = np.arange(info.min, info.max + 1, dtype=np.float32)
+        table = (q - np.float32(zp)) * np.float32(scale)
+        # Index by the byte itself: int8 -128..-1 are bytes 128..255.
+        return np.roll(table, info.min) if info.min else table
 
     def _from_float(self, x01: np.ndarray) -> np.ndarray:
         if self.in_quant is None:
@@ -192,7 +205,9 @@ class Classifier:
 
     def dequantize(self, y: np.ndarray) -> np.ndarray:
         """The model's raw (N, 10) output -> float32 scores (int8 outputs dequantized)."""
-        if self.out_quant is not None:
+        if self._out_lut is not None and y.dtype == self.out_dtype:
+            y = self._out_lut.take(y.view(np.uint8))
+        elif self.out_quant is not None:
             scale, zp = self.out_quant
             y = (y.astype(np.float32) - np.float32(zp)) * np.float32(scale)
         elif y.dtype != np.float32:

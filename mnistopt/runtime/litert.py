@@ -1,7 +1,8 @@
 """LiteRT's Interpreter: with XNNPACK (what a phone or a Pi runs), or its reference kernels.
 
-The interpreter owns one set of tensors, so concurrent calls are serialized by a lock; the input
-is resized (and tensors reallocated) only when the batch size changes.
+An interpreter owns one set of tensors, so concurrent calls are serialized by a lock; the input
+is resized (and tensors reallocated) only when the batch size changes. With automatic threads
+there are two interpreters (one thread for small calls, all cores for large ones).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ModelLoadError, require
-from .backends import Backend, TensorInfo, first_line
+from .backends import PARALLEL_BATCH, Backend, TensorInfo, first_line
 from .flatbuf import tflite_metadata
 
 
@@ -23,19 +24,14 @@ class LiteRTBackend(Backend):
     label = "LiteRT/XNNPACK"
     resolver: str | None = None  # an OpResolverType name; None = LiteRT's default
 
-    def __init__(self, path: Path, *, threads: int, device: str, profile: bool = False,
+    auto_threads = True
+
+    def __init__(self, path: Path, *, threads: int | None, device: str, profile: bool = False,
                  options: dict | None = None):
         super().__init__(path, threads=threads, device=device)
         self.cpu_only()
-        litert = require("ai_edge_litert.interpreter", self.extra, "running TFLite models")
-        kw = {} if self.resolver is None else {
-            "experimental_op_resolver_type": getattr(litert.OpResolverType, self.resolver)}
-        try:
-            self.interp = litert.Interpreter(model_path=str(path), num_threads=threads, **kw)
-            self.interp.allocate_tensors()
-        except Exception as exc:  # ValueError / RuntimeError from the C++ loader
-            raise ModelLoadError(f"{path}: LiteRT cannot load this model: {first_line(exc)}"
-                                 ) from None
+        self._litert = require("ai_edge_litert.interpreter", self.extra, "running TFLite models")
+        self.interp = self._open(self.threads_for(1))
         ins, outs = self.interp.get_input_details(), self.interp.get_output_details()
         self.single_input(len(ins))
         self.input, self.output = self._info(ins[0]), self._info(outs[0])
@@ -43,8 +39,23 @@ class LiteRTBackend(Backend):
         self.providers = [self.label]
         self._in_idx, self._out_idx = ins[0]["index"], outs[0]["index"]
         self._in_shape = [int(d) for d in ins[0]["shape"]]
-        self._batch = self._in_shape[0] if self._in_shape else None
+        # Automatic threads: this interpreter (one thread) for calls of fewer than
+        # PARALLEL_BATCH images, a second one on all cores, opened on the first large call.
+        self._split = self.auto and self.threads > 1
+        self._interps = {False: [self.interp, self._in_shape[0] if self._in_shape else None]}
         self._lock = threading.Lock()
+
+    def _open(self, threads: int):
+        litert = self._litert
+        kw = {} if self.resolver is None else {
+            "experimental_op_resolver_type": getattr(litert.OpResolverType, self.resolver)}
+        try:
+            interp = litert.Interpreter(model_path=str(self.path), num_threads=threads, **kw)
+            interp.allocate_tensors()
+        except Exception as exc:  # ValueError / RuntimeError from the C++ loader
+            raise ModelLoadError(f"{self.path}: LiteRT cannot load this model: {first_line(exc)}"
+                                 ) from None
+        return interp
 
     @staticmethod
     def _info(d: dict) -> TensorInfo:
@@ -58,15 +69,51 @@ class LiteRTBackend(Backend):
 
     def run(self, x: np.ndarray) -> np.ndarray:
         n = x.shape[0]
+        big = self._split and n >= PARALLEL_BATCH
         with self._lock:
-            if n != self._batch:
-                shape = [n] + self._in_shape[1:]
-                self.interp.resize_tensor_input(self._in_idx, shape, strict=True)
-                self.interp.allocate_tensors()
-                self._batch = n
-            self.interp.set_tensor(self._in_idx, x)
-            self.interp.invoke()
-            return self.interp.get_tensor(self._out_idx)  # a copy: safe once the lock is released
+            if big not in self._interps:
+                self._interps[big] = [self._open(self.threads), self._in_shape[0]]
+            slot = self._interps[big]
+            interp = slot[0]
+            if n != slot[1]:
+                interp.resize_tensor_input(self._in_idx, [n] + self._in_shape[1:], strict=True)
+                interp.allocate_tensors()
+                slot[1] = n
+            interp.set_tensor(self._in_idx, x)
+            interp.invoke()
+            return interp.get_tensor(self._out_idx)  # a copy: safe once the lock is released
+
+    def delegation(self) -> dict:
+        """Which ops the delegate took: {"partitions": n, "ops": [{index, op, delegated}]}.
+
+        LiteRT lists a model's own ops, then one DELEGATE node per partition the delegate took;
+        an op no partition covers runs in LiteRT's builtin kernels (slow, and each boundary
+        costs a copy)."""
+        ops = self.interp._get_ops_details()
+        delegates = [op for op in ops if op["op_name"] == "DELEGATE"]
+        inside = set()
+        for d in delegates:
+            inside |= self._covered(ops, d)
+        return {"partitions": len(delegates), "ops": [
+            {"index": int(op["index"]), "op": op["op_name"], "delegated": op["index"] in inside}
+            for op in ops if op["op_name"] != "DELEGATE"]}
+
+    @staticmethod
+    def _covered(ops, delegate) -> set:
+        """Indices of the ops between a delegate node's inputs and its outputs: walk back from
+        its outputs through their producers until a tensor is one of its inputs."""
+        by_out = {int(t): op for op in ops if op["op_name"] != "DELEGATE"
+                  for t in op.get("outputs", [])}
+        stop = {int(t) for t in delegate.get("inputs", [])}
+        todo, seen = [int(t) for t in delegate.get("outputs", [])], set()
+        while todo:
+            t = todo.pop()
+            op = by_out.get(t)
+            if op is None or op["index"] in seen or t in stop:
+                continue
+            seen.add(op["index"])
+            todo.extend(int(i) for i in op.get("inputs", []) if int(i) >= 0)
+        return seen
 
 
 class LiteRTReferenceBackend(LiteRTBackend):

@@ -111,6 +111,8 @@ def _measure(a) -> dict:
         prepared = session.prepare(xb)
         latency[str(b)] = summarize(time_calls(lambda: session.run(prepared), warmup=a.warmup,
                                                iters=a.iters, budget_s=a.budget), b)
+        if hasattr(session, "threads_for"):  # the runtime picks threads per call size
+            latency[str(b)]["threads"] = session.threads_for(b)
     return {
         "coldstart": cold,
         "accuracy": accuracy(logits, y),

@@ -55,6 +55,10 @@ class Artifact:
         self.threads = self.clf.threads
         self.providers = list(getattr(self.clf, "providers", []))
 
+    def threads_for(self, batch: int) -> int:
+        """Threads a call of `batch` images runs on (the runtime's choice unless set)."""
+        return self.clf.backend.threads_for(batch)
+
     def prepare(self, images: np.ndarray):
         return self.clf.prepare(np.ascontiguousarray(images))
 
@@ -79,6 +83,7 @@ def bench_artifact(art: Artifact, x: np.ndarray, y: np.ndarray, batch_sizes, *, 
         prepared = art.prepare(xb)
         latency[str(b)] = summarize(
             time_calls(lambda: art.run(prepared), warmup=warmup, iters=iters, budget_s=budget_s), b)
+        latency[str(b)]["threads"] = art.threads_for(b)
         if progress:
             progress()
     return {

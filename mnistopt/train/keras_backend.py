@@ -26,11 +26,31 @@ from .tf_backend import device_check  # noqa: F401  (Keras runs on the same Tens
 LAYOUT = "NHWC"
 
 
+@keras.saving.register_keras_serializable("mnistopt")
+class FlattenTo(keras.layers.Layer):
+    """Flatten to a constant width. Keras' Flatten reshapes to (shape(x)[0], n), which the
+    TFLite converter keeps as SHAPE / STRIDED_SLICE / PACK ops that XNNPACK does not take:
+    the int8 file ran in two delegate partitions with LiteRT kernels between them."""
+
+    def __init__(self, n: int, **kw):
+        super().__init__(**kw)
+        self.n = int(n)
+
+    def call(self, x):
+        return keras.ops.reshape(x, (-1, self.n))
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], self.n)
+
+    def get_config(self):
+        return {**super().get_config(), "n": self.n}
+
+
 def build(arch: A.Arch, seed: int = 0) -> keras.Model:
     """The inference model: raw [0, 1] pixels in, 10 logits out. No augmentation inside."""
     keras.utils.set_random_seed(seed)  # seeds Python, numpy and TF: the initial weights
     layers = [keras.Input((28, 28, 1), name="images")]
-    for spec in arch.layers:
+    for spec, (c_out, _, _) in zip(arch.layers, arch.shapes()):
         if isinstance(spec, A.Normalize):
             # (x - mean) / std == x * (1/std) + (-mean/std): part of the model, so every export
             # takes the raw image scaled to [0, 1].
@@ -56,7 +76,7 @@ def build(arch: A.Arch, seed: int = 0) -> keras.Model:
         elif isinstance(spec, A.GlobalAvgPool):
             layers.append(keras.layers.GlobalAveragePooling2D())
         elif isinstance(spec, A.Flatten):
-            layers.append(keras.layers.Flatten())
+            layers.append(FlattenTo(c_out))
         elif isinstance(spec, A.Dense):
             layers.append(keras.layers.Dense(spec.out))
         elif isinstance(spec, A.Dropout):

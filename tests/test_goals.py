@@ -1,0 +1,155 @@
+"""The bench's goals, recommendation and % of peak on synthetic records (no clock), and the
+per-CPU peak figures from /proc/cpuinfo texts."""
+
+from __future__ import annotations
+
+import pytest
+
+from mnistopt.bench import goals
+from mnistopt.hw import Peak, parse_cpuinfo, peak
+
+VNNI_ENV = {"cpu": {"machine": "x86_64", "vnni": True, "avx2": True, "flags": ["avx2", "avx512_vnni"]},
+            "cores_available": 2}
+AVX2_ENV = {"cpu": {"machine": "x86_64", "vnni": False, "avx2": True, "flags": ["avx2"]},
+            "cores_available": 2}
+
+
+def rec(id, arch, quant, backend="litert", b1=None, b256=None, acc=0.99, kind="artifact",
+        framework="torch", peer=None, macs=None):
+    lat = {}
+    if b1:
+        lat["1"] = {"p50_us": b1, "images_per_s": 1e6 / b1}
+    if b256:
+        lat["256"] = {"p50_us": 256e6 / b256, "images_per_s": b256}
+    r = {"id": id, "arch": arch, "quant": quant, "backend": backend, "framework": framework,
+         "format": "tflite" if backend == "litert" else "onnx", "kind": kind, "accuracy": acc,
+         "latency": lat, "latency_source": "native", "threads": 1}
+    if peer:
+        r["peer"] = peer
+    if macs:
+        r["macs"] = macs
+    return r
+
+
+def by_name(targets, name):
+    return next(t for t in targets if t["name"] == name)
+
+
+def edge_records(int8_b1=16.0, int8_b256=45000.0):
+    return [rec("torch-edge:native", "edge", "fp32", backend="torch", b1=400, kind="native", acc=0.989),
+            rec("edge-torch-fp32.tflite", "edge", "fp32", b1=34.0, b256=20000, acc=0.989),
+            rec("edge-torch-int8.tflite", "edge", "int8", b1=int8_b1, b256=int8_b256, acc=0.9885),
+            rec("edge-torch-fp32.onnx", "edge", "fp32", backend="onnxruntime", b1=38.0, b256=16000, acc=0.989),
+            rec("edge-torch-int8.onnx", "edge", "int8", backend="onnxruntime", b1=31.0, b256=26000, acc=0.9886)]
+
+
+def test_vnni_int8_vs_fp32_in_the_fastest_runtime():
+    t = goals.check_targets(edge_records(), VNNI_ENV)
+    line = by_name(t, "int8 vs fp32, fastest runtime (edge)")
+    # LiteRT holds the fastest edge file: 16/34 = 0.47 <= 0.67, 45k/20k = 2.25 >= 2
+    assert line["ok"] is True and line["value"] == pytest.approx(16 / 34)
+    assert "b256 45.0k / 20.0k img/s = 2.25x" in line["detail"]
+    assert by_name(t, "edge int8 b1 p50")["ok"] is True
+    assert "int8/fp32 throughput b256" not in {x["name"] for x in t}  # the VNNI goals replace it
+    miss = by_name(goals.check_targets(edge_records(int8_b256=30000), VNNI_ENV),
+                   "int8 vs fp32, fastest runtime (edge)")
+    assert miss["ok"] is False and "1.50x (goal >= 2.0)" in miss["detail"]
+    slow = goals.check_targets(edge_records(int8_b1=24.0), VNNI_ENV)
+    assert by_name(slow, "edge int8 b1 p50")["ok"] is False  # 24 > 20 µs on VNNI
+
+
+def test_without_vnni_int8_must_not_be_slower():
+    recs = edge_records(int8_b1=24.0)
+    t = goals.check_targets(recs, AVX2_ENV)
+    assert by_name(t, "int8 vs fp32, fastest runtime (edge)")["ok"] is True  # 24 < 34, 45k > 20k
+    assert by_name(t, "edge int8 b1 p50")["ok"] is True  # the 30 µs goal holds without VNNI
+    assert by_name(t, "int8/fp32 throughput b256")["ok"] is True
+    recs[2]["latency"]["1"]["p50_us"] = 40.0  # LiteRT int8 now slower than its fp32 (34 µs),
+    recs[4]["latency"]["1"]["p50_us"] = 45.0  # and LiteRT fp32 the fastest file of all
+    line = by_name(goals.check_targets(recs, AVX2_ENV), "int8 vs fp32, fastest runtime (edge)")
+    assert line["ok"] is False and line["detail"].startswith("litert torch: b1 int8 40.0 µs")
+
+
+def test_against_peers_within_the_accuracy_allowance():
+    recs = edge_records() + [
+        rec("ov-edge-int8", "edge", "int8", backend="openvino", b1=64, b256=29600, peer="openvino"),
+        rec("et-edge-int8", "edge", "int8", backend="executorch", b1=20, b256=39600, acc=0.9885,
+            peer="executorch"),
+        rec("peer-too-inaccurate", "edge", "int8", backend="x", b1=5, b256=99000, acc=0.985,
+            peer="x")]
+    line = by_name(goals.check_targets(recs, VNNI_ENV), "mnistopt vs best peer (edge)")
+    # 0.4 pp worse than native: not a peer that counts; ExecuTorch is the best: 20/16, 45.0/39.6
+    assert line["value"] == pytest.approx(45000 / 39600) and line["ok"] is False
+    assert "et-edge-int8 20.0 µs" in line["detail"] and "1.25x" in line["detail"]
+    none = by_name(goals.check_targets(edge_records(), VNNI_ENV), "mnistopt vs best peer (edge)")
+    assert none["ok"] is None and "`peer`" in none["detail"]
+
+
+def test_goals_name_what_was_not_measured():
+    t = goals.check_targets([], VNNI_ENV)
+    assert all(x["ok"] is None and "not measured" in x["detail"] for x in t)
+    only_b1 = [r for r in edge_records()]
+    for r in only_b1:
+        r["latency"].pop("256", None)
+    line = by_name(goals.check_targets(only_b1, VNNI_ENV), "int8 vs fp32, fastest runtime (edge)")
+    assert line["ok"] is None and "b256 not measured" in line["detail"]
+
+
+def test_recommendation_and_cpu_class():
+    r = goals.recommend(edge_records(), VNNI_ENV)
+    assert r == [{"arch": "edge", "cpu_class": "x86 VNNI",
+                  "b1": {"id": "edge-torch-int8.tflite", "runtime": "litert", "quant": "int8",
+                         "p50_us": 16.0},
+                  "b256": {"id": "edge-torch-int8.tflite", "runtime": "litert", "quant": "int8",
+                           "images_per_s": 45000.0}}]
+    assert goals.cpu_class(AVX2_ENV) == "x86 AVX2 (no VNNI)"
+    assert goals.cpu_class({"cpu": {"machine": "aarch64", "dotprod": True}}) == "ARM dot-product"
+    assert "edge on x86 VNNI: b1: edge-torch-int8.tflite (litert, 16.0 µs)" in \
+        goals.recommend_lines({"recommendation": r})[0]
+
+
+def test_percent_of_peak_arithmetic():
+    p = Peak(fp32=16, int8=64, ghz=2.0, clock_source="test", fp32_basis="", int8_basis="")
+    assert p.macs_per_s("fp32") == 32e9 and p.macs_per_s("int8", 2) == 256e9
+    r = rec("m", "edge", "fp32", b1=50.0, macs=1_000_000)  # 1 M MACs x 20k img/s = 20 GMAC/s
+    assert goals.percent_of_peak(r, p) == {"1": pytest.approx(62.5)}
+    r["latency"]["1"]["threads"] = 2  # two cores' peak
+    assert goals.percent_of_peak(r, p) == {"1": pytest.approx(31.25)}
+    assert goals.percent_of_peak(r, p, cores=1) == {"1": pytest.approx(62.5)}
+    q = rec("q", "edge", "int8", b1=50.0, macs=1_000_000)
+    assert goals.percent_of_peak(q, p) == {"1": pytest.approx(62.5 / 4)}
+    assert goals.percent_of_peak({**q, "latency_source": "emulated"}, p) == {}
+    assert goals.percent_of_peak({**q, "macs": None}, p) == {}
+
+
+CPUINFO = "vendor_id : {v}\ncpu family : {f}\nmodel : {m}\nmodel name : X\ncpu MHz : 2596.1\nflags : {flags}\n"
+
+
+@pytest.mark.parametrize("vendor, family, model, flags, fp32, int8", [
+    ("AuthenticAMD", 25, 17, "avx2 fma avx512f avx512bw avx512_vnni", 16, 64),  # Zen 4
+    ("AuthenticAMD", 26, 2, "avx2 fma avx512f avx512bw avx512_vnni", 32, 128),  # Zen 5
+    ("AuthenticAMD", 23, 49, "avx2 fma", 16, 32),  # Zen 2: no VNNI
+    ("AuthenticAMD", 23, 1, "avx2 fma", 8, 32),  # Zen 1: 128-bit FMA
+    ("GenuineIntel", 6, 106, "avx2 fma avx512f avx512bw avx512_vnni", 32, 128),  # Ice Lake-SP
+    ("GenuineIntel", 6, 143, "avx2 fma avx512f avx512_vnni amx_int8", 32, 1024),  # Sapphire Rapids
+    ("GenuineIntel", 6, 151, "avx2 fma avx_vnni", 16, 64),  # Alder Lake
+])
+def test_peak_from_flags(vendor, family, model, flags, fp32, int8, tmp_path):
+    cpu = parse_cpuinfo(CPUINFO.format(v=vendor, f=family, m=model, flags=flags), "x86_64")
+    p = peak(cpu, env={}, cpufreq=str(tmp_path / "none"))
+    assert (p.fp32, p.int8) == (fp32, int8)
+    assert p.ghz == pytest.approx(2.5961) and "nominal" in p.clock_source
+
+
+def test_peak_clock_sources(tmp_path):
+    cpu = parse_cpuinfo(CPUINFO.format(v="AuthenticAMD", f=25, m=17, flags="avx2 fma"), "x86_64")
+    (tmp_path / "cpuinfo_max_freq").write_text("3700000\n")
+    assert peak(cpu, env={}, cpufreq=str(tmp_path)).ghz == pytest.approx(3.7)
+    p = peak(cpu, env={"MNISTOPT_CPU_GHZ": "3.1"}, cpufreq=str(tmp_path))
+    assert p.ghz == pytest.approx(3.1) and p.clock_source == "$MNISTOPT_CPU_GHZ"
+    bare = parse_cpuinfo("flags : avx2\n", "x86_64")
+    p = peak(bare, env={}, cpufreq=str(tmp_path / "none"))
+    assert p.ghz == 0 and p.macs_per_s("fp32") is None
+    arm = parse_cpuinfo("Features : fp asimd asimddp\nCPU implementer : 0x41\nCPU part : 0xd0c\n",
+                        "aarch64")
+    assert (peak(arm, env={}).fp32, peak(arm, env={}).int8) == (8, 32)
