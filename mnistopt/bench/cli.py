@@ -15,6 +15,12 @@ def _device_help() -> str:
             "(README, Benchmark)")
 
 
+def _peer_help() -> str:
+    from ..peers.registry import PEERS
+
+    return f"Only this peer, repeatable (implies --peers): {', '.join(PEERS)}"
+
+
 def bench_command(
     paths: Annotated[Optional[List[Path]], typer.Argument(help="Exported .onnx/.tflite files, run directories, or folders holding them [default: workspace/runs]")] = None,
     device: Annotated[str, typer.Option(metavar="NAME[:ARG]", help=_device_help())] = "cpu",
@@ -29,6 +35,8 @@ def bench_command(
     plot: Annotated[Optional[Path], typer.Option("--plot", help="Write accuracy vs latency as PNG")] = None,
     baseline: Annotated[Optional[Path], typer.Option(help="Earlier JSON report: exit 1 on an accuracy drop > 0.1 pp or p50 > +25 % + 10 µs")] = None,
     quiet: Annotated[bool, typer.Option(help="No progress bar")] = False,
+    peers: Annotated[bool, typer.Option("--peers", help="Also bench what a user would run instead (OpenVINO + NNCF, torch.compile, the tutorial ONNX path, ExecuTorch), built from each torch run into RUN/peers/ (README, Peers)")] = False,
+    peer: Annotated[Optional[List[str]], typer.Option(metavar="NAME", help=_peer_help())] = None,
 ) -> None:
     """Benchmark artifacts and native models: latency percentiles, throughput, accuracy, size,
     cold start and memory, each in a fresh process; check the project's targets."""
@@ -48,7 +56,8 @@ def bench_command(
                         budget_s=budget, progress=not quiet)
     target = get_target(device, set_options=target_option or ())
     old = R.load_json(baseline) if baseline else None  # fail on a bad baseline before measuring
-    rep = bench(paths or None, settings, target)
+    rep = bench(paths or None, settings, target,
+                peers=list(peer) if peer else ([] if peers else None))
     R.print_table(rep)
     if json_out:
         R.save_json(rep, json_out)
