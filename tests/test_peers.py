@@ -67,9 +67,11 @@ def test_every_peer_resolves_and_its_extra_exists():
 def test_a_missing_tool_is_one_line_naming_the_extra(monkeypatch):
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec",
-                        lambda name, *a: None if name == "nncf" else real(name, *a))
+                        lambda name, *a: None if name in ("nncf", "openvino") else real(name, *a))
     assert missing(PEERS["openvino-nncf-int8"]) == \
-        "not installed (nncf): pip install 'mnistopt[peers]'"
+        "not installed (openvino, nncf): pip install 'mnistopt[peers]'"
+    assert missing(PEERS["openvino-fp32"]) == \
+        "not installed (openvino): pip install 'mnistopt[openvino]'"
 
 
 # -- the cache under RUN/peers/ ----------------------------------------------------------------
@@ -259,3 +261,62 @@ def test_openvino_is_imported_only_when_asked_for(models):  # noqa: F811
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == ["False", "True"]
+
+
+# -- every installed peer, really built and benched (slow) ---------------------------------------
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    """A torch edge run on 2,000 real images, exported to fp32 ONNX the way mnistopt does."""
+    from mnistopt.data import load_mnist
+    from mnistopt.export.api import export
+    from mnistopt.train import TrainConfig, train
+
+    root = tmp_path_factory.mktemp("peers")
+    run = train(TrainConfig(framework="torch", arch="edge", limit=2000, val_split=500),
+                root / "runs" / "torch-edge", progress=False)
+    export(run.path, "onnx", "none", data=load_mnist(), progress=False, validate=False)
+    return run.path
+
+
+def _bench(run, peers):
+    from mnistopt.bench.api import bench
+
+    return bench([run], Settings(batch_sizes=[1, 3], iters=5, warmup=1, budget_s=0.2,
+                                 progress=False), peers=peers)
+
+
+@pytest.mark.slow
+def test_every_installed_peer_builds_benches_and_is_cached(trained_run):
+    names = [n for n in PEERS if n != "torch-compile"]  # its compile has a test of its own
+    rep = _bench(trained_run, names)
+    by = {r["id"]: r for r in rep["results"]}
+    native = by["torch-edge:native"]["accuracy"]
+    assert rep["failures"] == [] and rep["peer_failures"] == [], rep["peer_failures"]
+    for name in names:
+        r = by[f"torch-edge/peer:{name}"]
+        assert r["peer"]["name"] == name and r["peer"]["tool"]
+        if r.get("error_type") == UNSUPPORTED:  # its tool is not installed here
+            assert "pip install 'mnistopt[" in r["error"]
+            continue
+        assert r["latency"]["1"]["p50_us"] > 0 and r["latency"]["3"]["n"] >= 1
+        assert r["n_images"] == 10_000
+        # The same trained model: fp32 peers agree with it, int8 ones lose little.
+        assert abs(r["accuracy"] - native) <= (0.0005 if r["quant"] == "fp32" else 0.03), name
+    peers_dir = trained_run / "peers"
+    assert sorted(p.name for p in (trained_run / "export").iterdir()) == [
+        "edge-torch-fp32.onnx", "edge-torch-fp32.onnx.json"]
+    built = json.loads((peers_dir / "peers.json").read_text())["peers"]
+    again = build_peers(trained_run, names, batch_sizes=[1, 3], progress=False)
+    assert {b.peer.name for b in again if b.info["cached"]} == set(built)
+
+
+@pytest.mark.slow
+def test_torch_compile_reports_its_compile_time_apart(trained_run):
+    rep = _bench(trained_run, ["torch-compile"])
+    by = {r["id"]: r for r in rep["results"]}
+    r = by["torch-edge/peer:torch-compile"]
+    assert not r.get("error"), r.get("error")
+    assert r["compile"]["seconds"] > 0 and set(r["compile"]["shapes"]) >= {"1", "3"}
+    assert r["coldstart"]["first_inference_s"] >= r["compile"]["shapes"]["1"] * 0.99
+    assert abs(r["accuracy"] - by["torch-edge:native"]["accuracy"]) <= 0.0005
