@@ -43,13 +43,13 @@ class _Reader:
 
 def tutorial_int8(ctx) -> tuple[Path, dict]:
     """`quantize_static(model_input, model_output, calibration_data_reader)` and nothing else."""
-    import onnxruntime as ort
     from onnxruntime.quantization import quantize_static
+
+    from ..runtime import open_backend
 
     fp32 = ctx.need("tutorial-fp32")
     # The input name as a tutorial finds it: from a session on the float model.
-    in_name = ort.InferenceSession(str(fp32), providers=["CPUExecutionProvider"]) \
-        .get_inputs()[0].name
+    in_name = open_backend(fp32, "onnxruntime-plain", threads=1).input.name
     name = "tutorial-int8.onnx"
     with ctx.staging("tutorial-int8") as tmp:
         quantize_static(str(fp32), str(tmp / name), _Reader(in_name, ctx.calib_input()))

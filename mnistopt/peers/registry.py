@@ -37,7 +37,7 @@ PEERS: dict[str, Peer] = {p.name: p for p in (
     Peer("tutorial-fp32", "fp32", "onnx", "onnxruntime-plain", "onnx_peers:tutorial_fp32",
          _TUTORIAL, "export", ("torch", "onnxruntime"),
          "torch.onnx.export(model, x, f, dynamic_axes={batch}), defaults otherwise; "
-         "InferenceSession(f) with onnxruntime's default options"),
+         "an onnxruntime session with its default options"),
     Peer("tutorial-int8", "int8", "onnx", "onnxruntime-plain", "onnx_peers:tutorial_int8",
          _TUTORIAL, "export", ("torch", "onnxruntime"),
          "quantize_static(tutorial-fp32, out, reader) with its defaults (QDQ, int8 activations "

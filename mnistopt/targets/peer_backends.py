@@ -24,8 +24,10 @@ def PlainOnnx(path, threads, device):  # noqa: N802  (a session factory named li
 def OpenVINO(path, threads, device):  # noqa: N802
     """OpenVINO with its own defaults for this CPU (bfloat16 where the CPU has it)."""
     backend = "openvino-ir" if Path(path).suffix.lower() == ".xml" else "openvino"
-    return Artifact(path, threads, device=device, backend=backend,
-                    options={"precision": "default"})
+    art = Artifact(path, threads, device=device, backend=backend,
+                   options={"precision": "default"})
+    art.via = f"mnistopt.runtime {backend}: {', '.join(art.providers)}"  # which precision ran
+    return art
 
 
 class TorchCompile(_Torch):
