@@ -26,8 +26,24 @@ class Normalize:
 class Conv:
     out: int
     k: int = 3
-    pad: int = 0
+    pad: int = 0  # zeros on every side (explicit, so all frameworks agree even with stride 2)
     bias: bool = True  # False when a BatchNorm follows: its shift makes a bias redundant
+    stride: int = 1
+
+
+@dataclass(frozen=True)
+class DepthwiseConv:
+    """One k x k filter per input channel (`multiplier` of them), no mixing across channels.
+
+    Followed by a 1x1 Conv (pointwise) it is a depthwise-separable convolution: about k*k
+    times fewer weights and multiply-adds than a full k x k Conv of the same width.
+    """
+
+    k: int = 3
+    pad: int = 0
+    bias: bool = True
+    stride: int = 1
+    multiplier: int = 1
 
 
 @dataclass(frozen=True)
@@ -46,6 +62,11 @@ class ReLU:
 
 @dataclass(frozen=True)
 class MaxPool:
+    k: int = 2
+
+
+@dataclass(frozen=True)
+class AvgPool:
     k: int = 2
 
 
@@ -69,7 +90,21 @@ class Dropout:
     rate: float
 
 
-Layer = Normalize | Conv | BatchNorm | ReLU | MaxPool | GlobalAvgPool | Flatten | Dense | Dropout
+Layer = (Normalize | Conv | DepthwiseConv | BatchNorm | ReLU | MaxPool | AvgPool | GlobalAvgPool
+         | Flatten | Dense | Dropout)
+SPATIAL = (Conv, DepthwiseConv, MaxPool, AvgPool)  # need an (h, w) map, not a flat vector
+
+
+def conv_out(size: int, k: int, pad: int = 0, stride: int = 1) -> int:
+    """Output height (or width) of a conv or pool window: the same formula in every framework."""
+    return (size + 2 * pad - k) // stride + 1
+
+
+def separable(out: int, k: int = 3, pad: int = 0, stride: int = 1, bn: bool = True) -> tuple:
+    """Depthwise-separable block: depthwise k x k, [BN, ReLU,] pointwise 1x1 to `out`, [BN,] ReLU."""
+    dw = (DepthwiseConv(k, pad=pad, stride=stride, bias=not bn),) + ((BatchNorm(), ReLU()) if bn else (ReLU(),))
+    pw = (Conv(out, 1, bias=not bn),) + ((BatchNorm(),) if bn else ())
+    return dw + pw + (ReLU(),)
 
 
 @dataclass(frozen=True)
@@ -83,9 +118,10 @@ class Arch:
         c, h, w = 1, 28, 28
         out = []
         for layer in self.layers:
-            if isinstance(layer, Conv):
-                c, h, w = layer.out, h + 2 * layer.pad - layer.k + 1, w + 2 * layer.pad - layer.k + 1
-            elif isinstance(layer, MaxPool):
+            if isinstance(layer, (Conv, DepthwiseConv)):
+                c = layer.out if isinstance(layer, Conv) else c * layer.multiplier
+                h, w = (conv_out(n, layer.k, layer.pad, layer.stride) for n in (h, w))
+            elif isinstance(layer, (MaxPool, AvgPool)):
                 h, w = h // layer.k, w // layer.k
             elif isinstance(layer, GlobalAvgPool):
                 h = w = 1
@@ -103,6 +139,8 @@ class Arch:
         for layer, (c_out, _, _) in zip(self.layers, self.shapes()):
             if isinstance(layer, Conv):
                 total += layer.k * layer.k * c * c_out + (c_out if layer.bias else 0)
+            elif isinstance(layer, DepthwiseConv):
+                total += layer.k * layer.k * c_out + (c_out if layer.bias else 0)
             elif isinstance(layer, Dense):
                 total += c * c_out + c_out
             elif isinstance(layer, BatchNorm):
@@ -117,6 +155,8 @@ class Arch:
         for layer, (c_out, h, w) in zip(self.layers, self.shapes()):
             if isinstance(layer, Conv):
                 total += h * w * c_out * layer.k * layer.k * c
+            elif isinstance(layer, DepthwiseConv):
+                total += h * w * c_out * layer.k * layer.k  # each output sees one input channel
             elif isinstance(layer, Dense):
                 total += c * c_out
             c = c_out
@@ -180,8 +220,33 @@ register(Arch(
 ))
 
 
-def get_arch(name: str) -> Arch:
-    try:
-        return ARCHS[name]
-    except KeyError:
-        raise ConfigError(f"unknown architecture '{name}'; choose one of: {', '.join(ARCHS)}") from None
+register(Arch(
+    "tiny",
+    # Sized for the smallest microcontroller class (64 KB RAM / 256 KB flash) with room to
+    # spare: thin maps at full resolution (the TFLite Micro arena holds the largest pair of
+    # neighbouring maps, here 26x26x6 and 24x24x8), three 16-channel convs after the pool.
+    # Measured (tf, 15 epochs, augment, label smoothing 0.1): 99.40 % on the validation split,
+    # int8 the same; int8 TFLite 14.4 KB, arena 11.8 KB. It is `mnistopt search`'s seed
+    # conv6-8-16.
+    (Normalize(),
+     Conv(6, 3, bias=False), BatchNorm(), ReLU(),         # 26x26x6
+     Conv(8, 3, bias=False), BatchNorm(), ReLU(),         # 24x24x8
+     MaxPool(2),                                          # 12x12x8
+     Conv(16, 3, bias=False), BatchNorm(), ReLU(),        # 10x10x16
+     Conv(16, 3, bias=False), BatchNorm(), ReLU(),        # 8x8x16
+     Conv(16, 3, bias=False), BatchNorm(), ReLU(),        # 6x6x16
+     GlobalAvgPool(), Dense(10)),
+    "microcontroller model: 6.5k parameters, 12 KB arena, 14 KB int8 file",
+))
+
+
+def get_arch(name_or_path: str) -> Arch:
+    """A registered arch by name, or the arch in a JSON file (`mnistopt.archspec`, checked)."""
+    if name_or_path in ARCHS:
+        return ARCHS[name_or_path]
+    if name_or_path.endswith(".json") or "/" in name_or_path or "\\" in name_or_path:
+        from .archspec import load_file
+
+        return load_file(name_or_path)
+    raise ConfigError(f"unknown architecture '{name_or_path}'; choose one of: {', '.join(ARCHS)}, "
+                      "or give a .json file")

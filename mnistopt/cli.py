@@ -37,6 +37,7 @@ app = typer.Typer(
 
 
 def _register() -> None:
+    from .arch_cli import arch_command
     from .bench.cli import bench_command
     from .crosscheck.cli import parity_command
     from .pipeline import demo_command
@@ -44,6 +45,7 @@ def _register() -> None:
     from .export.cli import ExportCommand, export_command
     from .report.cli import report_command
     from .runtime.cli import predict_command
+    from .search.cli import search_command
     from .train.cli import train_command
 
     app.command("data")(data_command)
@@ -54,6 +56,8 @@ def _register() -> None:
     app.command("predict")(predict_command)
     app.command("report")(report_command)
     app.command("parity")(parity_command)
+    app.command("arch")(arch_command)
+    app.command("search")(search_command)
 
     from .mcu.cli import mcu_app
 

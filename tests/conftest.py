@@ -34,3 +34,12 @@ def tiny_mnist():
     xa, ya = make(512)
     xb, yb = make(256)
     return MNIST(xa, ya, xb, yb, source="synthetic", path=Path("/nonexistent"), sha256="")
+
+
+@pytest.fixture
+def tiny_npz(tiny_mnist, tmp_path):
+    """`tiny_mnist` as an .npz file, for commands that read data from a path (--data)."""
+    path = tmp_path / "mnist.npz"
+    np.savez(path, x_train=tiny_mnist.x_train, y_train=tiny_mnist.y_train,
+             x_test=tiny_mnist.x_test, y_test=tiny_mnist.y_test)
+    return path

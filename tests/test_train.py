@@ -22,6 +22,12 @@ from mnistopt.train import FRAMEWORKS, TrainConfig, backend, load_run, train
 FWS = sorted(FRAMEWORKS)
 
 
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
 def count_params(framework, model) -> int:
     if framework == "torch":
         return sum(p.numel() for p in model.parameters() if p.requires_grad)
@@ -203,6 +209,9 @@ def test_load_run_errors(tmp_path):
     (["--data", "/nonexistent/mnist"], "no such file or directory"),
     (["--framework", "jax"], "unknown framework 'jax'; choose one of: torch, keras, tf"),
     (["--target-acc", "0.99", "--val-split", "0"], "needs --val-split > 0"),
+    (["--loop", "fast", "--framework", "tf"], "--loop fast is the torch trainer's"),
+    pytest.param(["--recipe", "gpu-fast"], "sees no CUDA device", marks=pytest.mark.skipif(
+        _cuda(), reason="this machine has a CUDA GPU")),
 ])
 def test_cli_bad_arguments_exit_2_one_line(args, message, tmp_path):
     r = subprocess.run([sys.executable, "-m", "mnistopt", "train", "--quiet", "--out", str(tmp_path / "r"), *args],
@@ -214,10 +223,8 @@ def test_cli_bad_arguments_exit_2_one_line(args, message, tmp_path):
 
 
 @pytest.mark.slow
-def test_cli_trains_from_a_data_path(tiny_mnist, tmp_path):
-    npz = tmp_path / "mnist.npz"
-    np.savez(npz, x_train=tiny_mnist.x_train, y_train=tiny_mnist.y_train,
-             x_test=tiny_mnist.x_test, y_test=tiny_mnist.y_test)
+def test_cli_trains_from_a_data_path(tiny_npz, tmp_path):
+    npz = tiny_npz
     r = subprocess.run([sys.executable, "-m", "mnistopt", "train", "--arch", "lenet5", "--quiet", "--json",
                         "--val-split", "64", "--data", str(npz), "--out", str(tmp_path / "r")],
                        capture_output=True, text=True)

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import os
 import platform
+import shutil
+import subprocess
 import sys
 from importlib import metadata
 
@@ -50,6 +52,26 @@ def library_versions(names=LIBRARIES) -> dict:
     return out
 
 
+def gpu_info() -> list[dict] | None:
+    """Each NVIDIA GPU's name, driver and memory, as nvidia-smi reports them (None: no
+    nvidia-smi, or it fails; a machine without a GPU answers at once)."""
+    exe = shutil.which("nvidia-smi")
+    if exe is None:
+        return None
+    fields = ("name", "driver_version", "memory.total")
+    try:
+        out = subprocess.run([exe, f"--query-gpu={','.join(fields)}", "--format=csv,noheader,nounits"],
+                             capture_output=True, text=True, timeout=20, check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    gpus = []
+    for line in out.strip().splitlines():
+        name, driver, mem = (part.strip() for part in line.split(",")[:3])
+        gpus.append({"name": name, "driver": driver,
+                     "memory_mib": int(mem) if mem.isdigit() else None})
+    return gpus
+
+
 def environment(threads: int | None = None) -> dict:
     """One dict describing this machine, for the report and for comparing runs."""
     cores = usable_cores()
@@ -67,4 +89,5 @@ def environment(threads: int | None = None) -> dict:
         "platform": platform.platform(),
         "python": sys.version.split()[0],
         "libraries": library_versions(),
+        "gpus": gpu_info(),
     }

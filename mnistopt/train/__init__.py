@@ -55,6 +55,10 @@ FRAMEWORKS: dict[str, Framework] = {
 FRAMEWORK_PACKAGES = {name: f.package for name, f in FRAMEWORKS.items()}
 DEVICES = ("cpu", "gpu")
 SCHEDULES = ("onecycle", "constant")  # one-cycle: linear warm-up, cosine decay
+# "standard": the explicit step-by-step loop; "fast": the device-resident loop of
+# train/torch_fast.py (whole data set on the device, no host sync inside an epoch);
+# "auto": fast on a GPU, standard on the CPU.
+LOOPS = ("auto", "standard", "fast")
 # The classic 55,000 / 5,000 split of MNIST's training set (TensorFlow's original MNIST
 # tutorial): 5,000 images measure accuracy near 99 % to about +-0.14 pp (one standard error),
 # fine enough to stop at a target, and leave 92 % of the images to train on.
@@ -118,6 +122,13 @@ class TrainConfig:
     label_smoothing: float = 0.0
     limit: int | None = None  # train on the first N images only (tests, smoke runs)
     val_split: int = DEFAULT_VAL_SPLIT  # the last N training images validate; 0: none
+    loop: str = "auto"  # one of LOOPS; "fast" is torch's
+    compile: bool = False  # torch.compile the model (fast loop); compile time reported apart
+    betas: tuple[float, float] | None = None  # Adam's (fast loop); None: the framework's
+
+    def uses_fast_loop(self) -> bool:
+        return self.framework == "torch" and (
+            self.loop == "fast" or (self.loop == "auto" and self.device == "gpu"))
 
     def validate(self) -> None:
         get_arch(self.arch)
@@ -141,6 +152,15 @@ class TrainConfig:
             raise ConfigError(f"--target-acc is a fraction in (0, 1], got {self.target_acc}")
         if self.target_acc is not None and not self.val_split:
             raise ConfigError("--target-acc stops on validation accuracy: it needs --val-split > 0")
+        if self.loop not in LOOPS:
+            raise ConfigError(f"--loop must be one of {', '.join(LOOPS)}, got '{self.loop}'")
+        if self.loop == "fast" and self.framework != "torch":
+            raise ConfigError(f"--loop fast is the torch trainer's; {self.framework} has the standard loop")
+        if (self.compile or self.betas) and not self.uses_fast_loop():
+            what = "--compile" if self.compile else "--betas"
+            raise ConfigError(f"{what} applies to the torch fast loop: add --loop fast (or --device gpu)")
+        if self.betas is not None and (len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas)):
+            raise ConfigError(f"--betas are two numbers in [0, 1), e.g. 0.7,0.9; got {self.betas}")
 
 
 @dataclass
@@ -170,8 +190,15 @@ class Run:
     @property
     def model(self):
         if self._model is None:
-            self._model = backend(self.framework).load(self.path, get_arch(self.arch))
+            self._model = backend(self.framework).load(self.path, self.arch_spec)
         return self._model
+
+    @property
+    def arch_spec(self):
+        """The `Arch` the run was trained with, rebuilt from metrics.json alone."""
+        from ..archspec import from_run_metrics
+
+        return from_run_metrics(self.metrics, str(self.path / "metrics.json"))
 
     def logits(self, images: np.ndarray, batch_size: int = 1000) -> np.ndarray:
         """Native logits (N, 10) float32 for uint8 images (N, 28, 28)."""
@@ -214,7 +241,9 @@ def load_run(path: str | os.PathLike) -> Run:
         raise RunError(f"{mfile}: unreadable or incomplete ({exc})") from None
     if not (path / metrics["native"]).exists():
         raise RunError(f"{path}: the native model {metrics['native']} is missing")
-    return Run(path=path, metrics=metrics)
+    run = Run(path=path, metrics=metrics)
+    run.arch_spec  # a bad spec is one clear error now, not a framework's traceback later
+    return run
 
 
 def latest_run(root: str | os.PathLike | None = None) -> Run:
@@ -247,7 +276,7 @@ def data_from_path(path: str | os.PathLike):
 def default_run_dir(cfg: TrainConfig, root: Path | None = None) -> Path:
     from ..workspace import workspace
 
-    return (root or workspace() / "runs") / f"{cfg.framework}-{cfg.arch}"
+    return (root or workspace() / "runs") / f"{cfg.framework}-{get_arch(cfg.arch).name}"
 
 
 def fit(cfg: TrainConfig, data, *, progress: bool = True,
@@ -292,6 +321,8 @@ def train(cfg: TrainConfig, out: Path | None = None, *, data=None, progress: boo
         raise ConfigError(f"{out} exists and is not a run directory; choose another --out")
     out.parent.mkdir(parents=True, exist_ok=True)
 
+    from ..archspec import to_dict
+
     arch = get_arch(cfg.arch)
     mod = backend(cfg.framework)
     model, result = fit(cfg, data, progress=progress, on_epoch=on_epoch)
@@ -303,7 +334,8 @@ def train(cfg: TrainConfig, out: Path | None = None, *, data=None, progress: boo
         native = mod.save(model, tmp)
         metrics = {
             "framework": cfg.framework,
-            "arch": cfg.arch,
+            "arch": arch.name,
+            "arch_spec": to_dict(arch),
             "params": arch.params,
             "macs": arch.macs,
             "native": native,

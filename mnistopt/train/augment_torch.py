@@ -17,8 +17,9 @@ def augment(x: torch.Tensor, gen: torch.Generator, max_deg: float = 10.0, max_sh
     black (0) outside. Two kernels for the whole batch, no Python per image.
     """
     n = x.shape[0]
-    # Random numbers from the trainer's seeded CPU generator: reproducible on any device.
-    r = torch.rand(n, 3, generator=gen) * 2 - 1  # U(-1, 1)
+    # Random numbers from the trainer's seeded generator, on the generator's device: a CPU
+    # one is reproducible on any device, a device one never waits on a copy from the host.
+    r = torch.rand(n, 3, generator=gen, device=gen.device) * 2 - 1  # U(-1, 1)
     theta = r[:, 0] * math.radians(max_deg)
     shift = r[:, 1:] * (2 * max_shift / x.shape[-1])  # pixels -> [-1, 1] units
     cos, sin = torch.cos(theta), torch.sin(theta)

@@ -10,16 +10,31 @@ from typing import Annotated, Optional
 import typer
 
 from ..archs import ARCHS
-from . import DEFAULT_VAL_SPLIT, DEVICES, FRAMEWORKS, SCHEDULES
+from . import DEFAULT_VAL_SPLIT, DEVICES, FRAMEWORKS, LOOPS, SCHEDULES
+from .recipes import RECIPES
 
 
 def _choices(names) -> str:
     return " | ".join(names)
 
 
+def _betas(text: str | None) -> tuple[float, ...] | None:
+    from ..errors import ConfigError
+
+    if text is None:
+        return None
+    try:
+        return tuple(float(b) for b in text.split(","))
+    except ValueError:
+        raise ConfigError(f"--betas are two numbers, e.g. 0.7,0.9; got '{text}'") from None
+
+
 def train_command(
+    ctx: typer.Context,
+    recipe: Annotated[Optional[str], typer.Option(
+        help=f"Start from a named recipe ({_choices(RECIPES)}); options given here win")] = None,
     framework: Annotated[str, typer.Option(help=_choices(FRAMEWORKS))] = "torch",
-    arch: Annotated[str, typer.Option(help=_choices(ARCHS))] = "seed",
+    arch: Annotated[str, typer.Option(help=_choices([*ARCHS, "FILE.json"]))] = "seed",
     epochs: Annotated[int, typer.Option()] = 1,
     batch_size: Annotated[int, typer.Option()] = 64,
     lr: Annotated[float, typer.Option(help="Peak learning rate (Adam)")] = 1e-3,
@@ -37,17 +52,28 @@ def train_command(
     label_smoothing: Annotated[float, typer.Option(help="Cross-entropy label smoothing, e.g. 0.1")] = 0.0,
     data: Annotated[Optional[Path], typer.Option(help="MNIST from this path (IDX dir, .npz, wheel) instead of the cache")] = None,
     limit: Annotated[Optional[int], typer.Option(help="Train on the first N images only")] = None,
+    loop: Annotated[str, typer.Option(
+        help=f"{_choices(LOOPS)}: fast keeps the data on the device and never waits for it inside "
+             "an epoch (torch); auto: fast on a GPU")] = "auto",
+    compile: Annotated[bool, typer.Option(
+        help="torch.compile the model (fast loop); compile time is reported apart")] = False,
+    betas: Annotated[Optional[str], typer.Option(help="Adam's betas for the fast loop, e.g. 0.7,0.9")] = None,
     out: Annotated[Optional[Path], typer.Option(help="Run directory [default: workspace/runs/FRAMEWORK-ARCH]")] = None,
     quiet: Annotated[bool, typer.Option(help="No progress bars")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print metrics as JSON")] = False,
 ) -> None:
     """Train a CNN on MNIST in PyTorch, Keras or TensorFlow; write a run directory."""
     from . import TrainConfig, train
+    from .recipes import with_recipe
 
-    cfg = TrainConfig(framework=framework.lower(), arch=arch, epochs=epochs, batch_size=batch_size,
-                      lr=lr, seed=seed, device=device.lower(), augment=augment,
-                      target_acc=target_acc, schedule=schedule.lower(), weight_decay=weight_decay,
-                      label_smoothing=label_smoothing, limit=limit, val_split=val_split)
+    given = dict(framework=framework.lower(), arch=arch, epochs=epochs, batch_size=batch_size,
+                 lr=lr, seed=seed, device=device.lower(), augment=augment,
+                 target_acc=target_acc, schedule=schedule.lower(), weight_decay=weight_decay,
+                 label_smoothing=label_smoothing, limit=limit, val_split=val_split,
+                 loop=loop.lower(), compile=compile, betas=_betas(betas))
+    # By name: typer may bring its own copy of click, whose enum is not click's.
+    explicit = {k for k in given if getattr(ctx.get_parameter_source(k), "name", "") == "COMMANDLINE"}
+    cfg = TrainConfig(**with_recipe(recipe, given, explicit))
     cfg.validate()  # bad arguments fail before any data or framework is loaded
     dataset = None
     if data is not None:
@@ -62,9 +88,18 @@ def train_command(
     target = ""
     if cfg.target_acc is not None:
         t = m.get("time_to_target_seconds")
-        target = (f"; reached {cfg.target_acc:.2%} validation accuracy in {t:.1f} s" if t is not None
+        target = (f"; reached {cfg.target_acc:.2%} validation accuracy in {_secs(t)}" if t is not None
                   else f"; did NOT reach {cfg.target_acc:.2%} validation accuracy")
     val = f" (validation {m['val_accuracy']:.2%})" if m.get("val_accuracy") is not None else ""
     typer.echo(f"{m['framework']}/{m['arch']}: test accuracy {m['test_accuracy']:.2%}{val} after "
-               f"{m['epochs']} epoch(s), {m['train_seconds']:.1f} s "
+               f"{m['epochs']} epoch(s), {_secs(m['train_seconds'])} "
                f"({m['train_images_per_second']:.0f} images/s){target} -> {run.path}")
+    setup = m.get("setup_seconds")
+    if setup:
+        compiled = f", of which compiling {_secs(setup['compile'])}" if setup.get("compile") is not None else ""
+        typer.echo(f"  off the clock: data to the device {_secs(setup['to_device'])}, "
+                   f"warm-up {_secs(setup['warmup'])}{compiled}")
+
+
+def _secs(s: float) -> str:
+    return f"{s:.3f} s" if s < 10 else f"{s:.1f} s"

@@ -35,16 +35,24 @@ def build(arch: A.Arch, seed: int = 0) -> keras.Model:
             # (x - mean) / std == x * (1/std) + (-mean/std): part of the model, so every export
             # takes the raw image scaled to [0, 1].
             layers.append(keras.layers.Rescaling(1 / spec.std, offset=-spec.mean / spec.std))
-        elif isinstance(spec, A.Conv):
+        elif isinstance(spec, (A.Conv, A.DepthwiseConv)):
+            # Explicit zero padding then a "valid" conv: the same numbers as torch's padding=p
+            # even with stride 2, where Keras' "same" would pad one side only.
             if spec.pad:
                 layers.append(keras.layers.ZeroPadding2D(spec.pad))
-            layers.append(keras.layers.Conv2D(spec.out, spec.k, use_bias=spec.bias))
+            if isinstance(spec, A.Conv):
+                layers.append(keras.layers.Conv2D(spec.out, spec.k, strides=spec.stride, use_bias=spec.bias))
+            else:
+                layers.append(keras.layers.DepthwiseConv2D(spec.k, strides=spec.stride, use_bias=spec.bias,
+                                                           depth_multiplier=spec.multiplier))
         elif isinstance(spec, A.BatchNorm):
             layers.append(keras.layers.BatchNormalization(epsilon=spec.eps, momentum=spec.momentum))
         elif isinstance(spec, A.ReLU):
             layers.append(keras.layers.ReLU())
         elif isinstance(spec, A.MaxPool):
             layers.append(keras.layers.MaxPooling2D(spec.k))
+        elif isinstance(spec, A.AvgPool):
+            layers.append(keras.layers.AveragePooling2D(spec.k))
         elif isinstance(spec, A.GlobalAvgPool):
             layers.append(keras.layers.GlobalAveragePooling2D())
         elif isinstance(spec, A.Flatten):

@@ -47,16 +47,29 @@ class Normalize(tf.Module):
 
 
 class Conv(tf.Module):
-    def __init__(self, c_in, spec: A.Conv, seed):
+    """A full conv, or with `depthwise` one filter set per input channel (no channel mixing)."""
+
+    def __init__(self, c_in, spec, seed, depthwise: bool = False):
         super().__init__()
-        fan_in = spec.k * spec.k * c_in
-        self.w = tf.Variable(_uniform([spec.k, spec.k, c_in, spec.out], fan_in, seed), name="kernel")
-        self.b = tf.Variable(_uniform([spec.out], fan_in, [seed[0], seed[1] + 1]), name="bias") if spec.bias else None
+        self.depthwise, self.stride = depthwise, spec.stride
+        # torch's fan-in: what one output sums over (a depthwise output sees one channel).
+        fan_in = spec.k * spec.k * (1 if depthwise else c_in)
+        shape = [spec.k, spec.k, c_in, spec.multiplier if depthwise else spec.out]
+        c_out = c_in * spec.multiplier if depthwise else spec.out
+        self.w = tf.Variable(_uniform(shape, fan_in, seed), name="kernel")
+        self.b = tf.Variable(_uniform([c_out], fan_in, [seed[0], seed[1] + 1]), name="bias") if spec.bias else None
         # Explicit zero padding of H and W, the same numbers the spec (and torch) use.
         self.padding = [[0, 0], [spec.pad, spec.pad], [spec.pad, spec.pad], [0, 0]] if spec.pad else "VALID"
 
     def __call__(self, x, training=False):
-        x = tf.nn.conv2d(x, self.w, strides=1, padding=self.padding)
+        if self.depthwise:
+            # Explicit padding inside DepthwiseConv2dNative aborts TF 2.21's graph optimizer
+            # (tensor_format.h check failure) with a dynamic batch: pad first, then VALID.
+            if self.padding != "VALID":
+                x = tf.pad(x, self.padding)
+            x = tf.nn.depthwise_conv2d(x, self.w, strides=[1, self.stride, self.stride, 1], padding="VALID")
+        else:
+            x = tf.nn.conv2d(x, self.w, strides=self.stride, padding=self.padding)
         return x + self.b if self.b is not None else x
 
 
@@ -132,14 +145,16 @@ class Net(tf.Module):
             s = [seed, 2 * i]  # stateless seeds per layer: [seed, 2i] weights, [seed, 2i+1] bias
             if isinstance(spec, A.Normalize):
                 layer = Normalize(spec.mean, spec.std)
-            elif isinstance(spec, A.Conv):
-                layer = Conv(c, spec, s)
+            elif isinstance(spec, (A.Conv, A.DepthwiseConv)):
+                layer = Conv(c, spec, s, depthwise=isinstance(spec, A.DepthwiseConv))
             elif isinstance(spec, A.BatchNorm):
                 layer = BatchNorm(c, spec)
             elif isinstance(spec, A.ReLU):
                 layer = Fn(tf.nn.relu)
             elif isinstance(spec, A.MaxPool):
                 layer = Fn(lambda x, k=spec.k: tf.nn.max_pool2d(x, k, k, "VALID"))
+            elif isinstance(spec, A.AvgPool):
+                layer = Fn(lambda x, k=spec.k: tf.nn.avg_pool2d(x, k, k, "VALID"))
             elif isinstance(spec, A.GlobalAvgPool):
                 layer = Fn(lambda x: tf.reduce_mean(x, axis=[1, 2]))
             elif isinstance(spec, A.Flatten):

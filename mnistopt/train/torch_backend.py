@@ -47,7 +47,11 @@ def build(arch: A.Arch, seed: int = 0) -> nn.Sequential:
         if isinstance(spec, A.Normalize):
             layers.append(Normalize(spec.mean, spec.std))
         elif isinstance(spec, A.Conv):
-            layers.append(nn.Conv2d(c, c_out, spec.k, padding=spec.pad, bias=spec.bias))
+            layers.append(nn.Conv2d(c, c_out, spec.k, stride=spec.stride, padding=spec.pad, bias=spec.bias))
+        elif isinstance(spec, A.DepthwiseConv):
+            # groups=c: every input channel gets its own `multiplier` filters, none mixes channels.
+            layers.append(nn.Conv2d(c, c_out, spec.k, stride=spec.stride, padding=spec.pad,
+                                    bias=spec.bias, groups=c))
         elif isinstance(spec, A.BatchNorm):
             # torch's momentum is the weight of the *new* batch statistic; the spec follows
             # Keras (weight of the old running value), hence 1 - momentum.
@@ -56,6 +60,8 @@ def build(arch: A.Arch, seed: int = 0) -> nn.Sequential:
             layers.append(nn.ReLU())
         elif isinstance(spec, A.MaxPool):
             layers.append(nn.MaxPool2d(spec.k))
+        elif isinstance(spec, A.AvgPool):
+            layers.append(nn.AvgPool2d(spec.k))
         elif isinstance(spec, A.GlobalAvgPool):
             layers.append(nn.AdaptiveAvgPool2d(1))
             layers.append(nn.Flatten())
@@ -110,7 +116,15 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 20
 # 4. Training.
 
 def fit(model: nn.Module, cfg, data, log) -> dict:
-    """Train `model` on `data.x_train` (a `loop.Splits`); `log` keeps time, history and stops."""
+    """Train `model` on `data.x_train` (a `loop.Splits`); `log` keeps time, history and stops.
+
+    On a GPU (or with `--loop fast`) the device-resident loop of `torch_fast` runs instead:
+    the same steps, arranged so that the host never waits for the device inside an epoch.
+    """
+    if cfg.uses_fast_loop():
+        from .torch_fast import fit as fit_fast
+
+        return fit_fast(model, cfg, data, log)
     device = device_check(cfg.device)
     torch.manual_seed(cfg.seed)
     if device.type == "cpu":
@@ -121,7 +135,7 @@ def fit(model: nn.Module, cfg, data, log) -> dict:
     finally:
         torch.use_deterministic_algorithms(False)
     model.to("cpu").eval()
-    return {"torch_version": torch.__version__, "threads": torch.get_num_threads()}
+    return {"torch_version": torch.__version__, "threads": torch.get_num_threads(), "loop": "standard"}
 
 
 def _labels(y: np.ndarray, device) -> torch.Tensor:
