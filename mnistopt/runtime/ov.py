@@ -40,8 +40,11 @@ def compile_config(threads: int, precision: str = "f32") -> dict:
     return cfg
 
 
-def _dims(partial) -> tuple:
-    return tuple(d.get_length() if d.is_static else -1 for d in partial)
+def _info(port, default_name: str) -> TensorInfo:
+    names = port.get_names()  # a port may have none (an IR written without tensor names)
+    shape = tuple(d.get_length() if d.is_static else -1 for d in port.get_partial_shape())
+    return TensorInfo(sorted(names)[0] if names else default_name, shape,
+                      port.get_element_type().to_dtype().type)
 
 
 class OpenVINOBackend(Backend):
@@ -63,10 +66,7 @@ class OpenVINOBackend(Backend):
             self._model = self._core.read_model(str(path))
             ins, outs = self._model.inputs, self._model.outputs
             self.single_input(len(ins))
-            self.input = TensorInfo(ins[0].get_any_name(), _dims(ins[0].get_partial_shape()),
-                                    ins[0].get_element_type().to_dtype().type)
-            self.output = TensorInfo(outs[0].get_any_name(), _dims(outs[0].get_partial_shape()),
-                                     outs[0].get_element_type().to_dtype().type)
+            self.input, self.output = _info(ins[0], "input"), _info(outs[0], "output")
             self._free = self._core.compile_model(self._model, "CPU", self._config)
         except (ModelLoadError, ConfigError):
             raise
@@ -98,7 +98,7 @@ class OpenVINOBackend(Backend):
     def _compile_for(self, batch: int):
         """An infer request of the model compiled for exactly `batch` images."""
         model = self._model.clone()
-        model.reshape({model.inputs[0].get_any_name(): [batch, *self.input.shape[1:]]})
+        model.reshape({0: [batch, *self.input.shape[1:]]})
         return self._core.compile_model(model, "CPU", self._config).create_infer_request()
 
     def _request(self, n: int):

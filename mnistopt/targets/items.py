@@ -143,8 +143,10 @@ def peer_item(built) -> Item:
     params, macs = _arch_figures(run.arch)
     path = built.path
     size = _dir_bytes(run.native_path if peer.format == "native" else path)
-    if peer.format == "ir" and path.with_suffix(".bin").is_file():  # the IR's weights
-        size += path.with_suffix(".bin").stat().st_size
+    # The weights beside the graph: an IR's NAME.bin, an ONNX file's external data.
+    extra = [path.with_suffix(".bin")] if peer.format == "ir" else [
+        path.with_name(n) for n in built.info.get("files", [])[1:]]
+    size += sum(f.stat().st_size for f in extra if f.is_file())
     return Item(id=f"{run.path.name}/peer:{peer.name}",
                 kind="native" if peer.format in ("native", "pte") else "artifact",
                 path=path, backend=peer.backend, framework=run.framework, arch=run.arch,
