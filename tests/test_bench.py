@@ -238,7 +238,7 @@ def canned_bench(monkeypatch):
     """`mnistopt bench` on a synthetic report: the CLI's decisions without a clock."""
     reports = []
 
-    def fake_bench(paths, settings, device):
+    def fake_bench(paths, settings, device, peers=None):
         rep = copy.deepcopy(reports[-1])
         rep.setdefault("failures", [])
         return rep

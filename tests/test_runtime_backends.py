@@ -20,8 +20,22 @@ from mnistopt.runtime.backends import backend_class, backends_for
 from mnistopt.runtime.flatbuf import read_tflite, tflite_metadata
 
 ROOT = Path(__file__).resolve().parents[1]
-# Which tiny model each registered backend is exercised on.
-CASES = {"onnxruntime": "onnx", "litert": "tflite", "litert-ref": "int8", "tflite-micro": "int8"}
+# Which tiny model each registered backend is exercised on ("ir": the ONNX model saved as
+# OpenVINO IR), and the backend that gives the reference answer (default: the format's own).
+CASES = {"onnxruntime": "onnx", "litert": "tflite", "litert-ref": "int8", "tflite-micro": "int8",
+         "onnxruntime-plain": "onnx", "openvino": "onnx", "openvino-ir": "ir"}
+REFERENCE = {"openvino-ir": "onnx"}
+# The module each optional backend needs, and the extra that installs it.
+OPTIONAL = {"tflite-micro": ("tflite_micro", "mcu"), "openvino": ("openvino", "openvino"),
+            "openvino-ir": ("openvino", "openvino")}
+
+
+@pytest.fixture(scope="module")
+def ir_model(models, tmp_path_factory):  # noqa: F811
+    ov = pytest.importorskip("openvino", reason="pip install 'mnistopt[openvino]'")
+    path = tmp_path_factory.mktemp("ir") / "tiny.xml"
+    ov.save_model(ov.Core().read_model(str(models["onnx"])), str(path), compress_to_fp16=False)
+    return path
 
 
 def test_every_backend_is_registered_exercised_and_installable():
@@ -33,16 +47,18 @@ def test_every_backend_is_registered_exercised_and_installable():
         assert issubclass(cls, Backend) and cls.name == name
         assert cls.format in DEFAULT_BACKEND and cls.extra in extras, name
     assert backends_for("tflite")[0] == DEFAULT_BACKEND["tflite"] == "litert"
-    assert backends_for("onnx") == ["onnxruntime"]
+    assert backends_for("onnx")[0] == "onnxruntime"
+    assert backends_for("ir") == ["openvino-ir"]
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
-def test_every_backend_runs_and_agrees_with_the_default(models, name):  # noqa: F811
-    if name == "tflite-micro" and importlib.util.find_spec("tflite_micro") is None:
-        pytest.skip("the mcu extra (tflite-micro) is not installed")
-    path = models[CASES[name]]
+def test_every_backend_runs_and_agrees_with_the_default(models, name, request):  # noqa: F811
+    module, extra = OPTIONAL.get(name, (None, None))
+    if module and importlib.util.find_spec(module) is None:
+        pytest.skip(f"{module} is not installed: pip install 'mnistopt[{extra}]'")
+    path = request.getfixturevalue("ir_model") if CASES[name] == "ir" else models[CASES[name]]
     clf = load(path, backend=name, threads=1)
-    ref = load(path, threads=1)
+    ref = load(models[REFERENCE[name]] if name in REFERENCE else path, threads=1)
     assert clf.backend.name == name and clf.input_spec == ref.input_spec
     x = clf.prepare(REF_IMAGES[:12])
     raw, ref_raw = clf.run_raw(x), ref.run_raw(x)

@@ -4,15 +4,21 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..errors import ConfigError
 from ..targets.base import Settings, Target
+
+# Where peers run: their tools (OpenVINO, ExecuTorch, torch.compile) are on this machine.
+PEER_DEVICES = ("cpu", "gpu")
 
 
 def bench(paths: list[Path] | None = None, settings: Settings | None = None,
-          device: str | Target = "cpu", set_options=()) -> dict:
+          device: str | Target = "cpu", set_options=(), peers=None) -> dict:
     """Discover what `paths` hold, run it on `device` (a spec NAME[:ARG] or a Target), report.
 
     `set_options`: KEY=VALUE strings for the target's own options. The report's "failures"
     lists the models that failed (the target decides what counts, e.g. ARM parity).
+    `peers`: None, or the names of the peers to build for each torch run and bench beside
+    mnistopt's files ([] = all; mnistopt/peers/); their failures go to "peer_failures".
     """
     from ..targets.document import run_options
     from ..targets.env import environment
@@ -22,9 +28,25 @@ def bench(paths: list[Path] | None = None, settings: Settings | None = None,
 
     settings = settings or Settings()
     target = get_target(device, set_options=set_options)  # a bad device fails before any work
+    if peers is not None and target.name not in PEER_DEVICES:
+        raise ConfigError(f"--peers runs on --device {' or '.join(PEER_DEVICES)} (the peers' "
+                          f"tools run on this machine), not on '{target.name}'")
+    if peers is not None:
+        from ..peers import choose
+
+        choose(peers)  # an unknown name fails before any work
     items = discover(paths)
-    records = target.run(items, settings)
+    skipped = []
+    if peers is not None:
+        from ..targets.items import peer_items
+
+        extra, skipped = peer_items(items, peers, settings.batch_sizes, target.name,
+                                    settings.progress)
+        items = items + extra
+    records = target.run(items, settings) + skipped
     rep = build_report(records, run_options(settings, target), environment(settings.threads),
                        target.name)
-    rep["failures"] = target.failures(records)
+    rep["failures"] = target.failures([r for r in records if not r.get("peer")])
+    if peers is not None:
+        rep["peer_failures"] = target.failures([r for r in records if r.get("peer")])
     return rep

@@ -15,6 +15,12 @@ def _device_help() -> str:
             "(README, Benchmark)")
 
 
+def _peer_help() -> str:
+    from ..peers.registry import PEERS
+
+    return f"Only this peer, repeatable (implies --peers): {', '.join(PEERS)}"
+
+
 def bench_command(
     paths: Annotated[Optional[List[Path]], typer.Argument(help="Exported .onnx/.tflite files, run directories, or folders holding them [default: workspace/runs]")] = None,
     device: Annotated[str, typer.Option(metavar="NAME[:ARG]", help=_device_help())] = "cpu",
@@ -33,6 +39,8 @@ def bench_command(
     trust_savedmodel: Annotated[bool, typer.Option(
         "--trust-savedmodel", help="Load tf runs that have no weights.npz from their SavedModel, "
                                    "which runs the graph stored in it: only for runs you trust")] = False,
+    peers: Annotated[bool, typer.Option("--peers", help="Also bench what a user would run instead (OpenVINO + NNCF, torch.compile, the tutorial ONNX path, ExecuTorch), built from each torch run into RUN/peers/ (README, Peers)")] = False,
+    peer: Annotated[Optional[List[str]], typer.Option(metavar="NAME", help=_peer_help())] = None,
 ) -> None:
     """Benchmark artifacts and native models: latency percentiles, throughput, accuracy, size,
     cold start and memory, each in a fresh process; % of the CPU's peak multiply-adds; check
@@ -61,7 +69,8 @@ def bench_command(
         trust()  # an environment variable: the bench's child processes inherit it
     target = get_target(device, set_options=target_option or ())
     old = R.load_json(baseline) if baseline else None  # fail on a bad baseline before measuring
-    rep = bench(paths or None, settings, target)
+    rep = bench(paths or None, settings, target,
+                peers=list(peer) if peer else ([] if peers else None))
     if profile:
         from .profile import profile_records
 

@@ -52,7 +52,7 @@ def build_report(records: list[dict], options: dict, environment: dict, device: 
     """The report of `records`; `peak` (hw.Peak) defaults to this CPU's when the device is
     this machine's CPU, and gives each row its % of peak."""
     rep = document(records, options, environment, device)
-    rep["pareto"] = pareto_front(records)
+    rep["pareto"] = pareto_front(own(records))  # which of mnistopt's files to ship
     rep["targets"] = check_targets(records, environment)
     rep["recommendation"] = goals.recommend(records, environment)
     if peak is None and device == "cpu":
@@ -68,6 +68,11 @@ def build_report(records: list[dict], options: dict, environment: dict, device: 
                 r["pct_peak"] = {b: round(v, 2) for b, v in pct.items()}
                 r["peak_dtype"] = goals.dtype_of(r)
     return rep
+
+
+def own(records) -> list[dict]:
+    """mnistopt's own records: every one without a `peer` entry (mnistopt/peers/)."""
+    return [r for r in records if not r.get("peer")]
 
 
 def load_json(path: Path) -> dict:
@@ -166,9 +171,13 @@ def rows(report: dict) -> tuple[list[str], list[list[str]]]:
     head += ["cold start", "peak RSS"]
     out = []
     key = lambda r: (r.get("error") is not None, r.get("arch") or "", r.get("framework") or "",
-                     r["kind"] != "native", r.get("format") or "", r.get("quant") or "")
+                     bool(r.get("peer")), r["kind"] != "native", r.get("format") or "",
+                     r.get("quant") or "")
     for r in sorted(report["results"], key=key):
         name = r["id"] + (" *" if r["id"] in front else "")
+        if r.get("peer"):
+            run = Path(r["peer"].get("source_run") or "?").name
+            name = f"{PEER_MARK}{r['peer']['name']} ({run})"
         if r.get("error"):
             out.append([name, r.get("backend_label", r["backend"]), r.get("quant") or "-",
                         "error: " + r["error"][:60]] + [""] * (len(head) - 4))
@@ -193,6 +202,35 @@ def rows(report: dict) -> tuple[list[str], list[list[str]]]:
         row.append(f"{cold['peak_rss_bytes'] / 2**20:.0f} MiB" if cold.get("peak_rss_bytes") else "-")
         out.append(row)
     return head, out
+
+
+# How a peer's row starts: the tools mnistopt is compared with (`mnistopt bench --peers`).
+PEER_MARK = "peer: "
+
+
+def peer_lines(report: dict) -> list[str]:
+    """One line per peer (not per run): the tool and how it was made; per peer record, the
+    build and compile seconds."""
+    seen, out = {}, []
+    for r in report.get("results", []):
+        p = r.get("peer")
+        if not p:
+            continue
+        if p["name"] not in seen:
+            seen[p["name"]] = True
+            out.append(f"{p['name']} ({p.get('tool', '?')}): {p.get('how', '')}")
+        extra = []
+        if p.get("build_s") is not None:
+            extra.append(f"built in {p['build_s']:.1f} s" + (" (cached)" if p.get("cached") else ""))
+        if (r.get("compile") or {}).get("seconds") is not None:
+            shapes = ", ".join(f"b{b} {s:.1f} s" for b, s in r["compile"].get("shapes", {}).items())
+            extra.append(f"torch.compile {r['compile']['seconds']:.1f} s ({shapes}), in its cold "
+                         "start, not in its latency")
+        if p.get("note"):
+            extra.append(p["note"])
+        if extra:
+            out.append(f"  {r['id']}: " + "; ".join(extra))
+    return out
 
 
 def env_line(report: dict) -> str:
@@ -238,8 +276,14 @@ def print_table(report: dict, console=None) -> None:
     for i, h in enumerate(head):
         t.add_column(h, justify="left" if i < 3 else "right", no_wrap=i == 0)
     for row in body:
-        t.add_row(*row)
+        t.add_row(*row, style="cyan" if row[0].startswith(PEER_MARK) else None)
     console.print(t)
+    lines = peer_lines(report)
+    if lines:
+        console.print("[cyan]peers[/cyan] (cyan rows: the tools a user would run instead, built "
+                      "from the same torch runs, measured in this run):")
+        for line in lines:
+            console.print(f"  {line}", highlight=False, markup=False)
     console.print("[dim]" + env_line(report) + "[/dim]", highlight=False)
     loads = report.get("environment", {}).get("loadavg")
     cores = report.get("environment", {}).get("cores_available") or 1
@@ -264,6 +308,8 @@ def print_table(report: dict, console=None) -> None:
         console.print(f"[red]{len(failures)} model(s) failed:[/red]")
         for line in failures:
             console.print(f"  [red]{line}[/red]", highlight=False, markup=False)
+    for line in report.get("peer_failures") or []:
+        console.print(f"  peer failed: {line}", style="yellow", highlight=False, markup=False)
 
 
 def markdown(report: dict, plot_name: str | None = None) -> str:
@@ -280,6 +326,14 @@ def markdown(report: dict, plot_name: str | None = None) -> str:
     lines += ["| " + " | ".join(c.replace("|", "/") for c in row) + " |" for row in body]
     if peak_line(report):
         lines += ["", peak_line(report) + "."]
+    peers = peer_lines(report)
+    if peers:
+        lines += ["", "## Peers", "", "Rows marked `peer:` are what a user would run instead of "
+                  "mnistopt, built from the same torch runs and measured in this run.", ""]
+        lines += [f"- {line.strip()}" if not line.startswith("  ") else f"  - {line.strip()}"
+                  for line in peers]
+        if report.get("peer_failures"):
+            lines += [f"- failed: {line}" for line in report["peer_failures"]]
     lines += ["", "## Targets", ""] + [f"- {line}" for line in target_lines(report)]
     rec = goals.recommend_lines(report)
     if rec:

@@ -15,13 +15,15 @@ Benchmark fast path: `x = clf.prepare(images)` outside the clock, then time `clf
 (one backend call, raw output) or `clf.logits_prepared(x)` (plus dequantization).
 
 Backends (`BACKENDS`; `Backend` is the contract): onnxruntime (ONNX, the default), litert
-(TFLite with XNNPACK, the default), litert-ref (LiteRT's builtin kernels, no delegate) and
-tflite-micro (the `mcu` extra). `load(path, backend="litert-ref")` picks one;
+(TFLite with XNNPACK, the default), litert-ref (LiteRT's builtin kernels, no delegate),
+tflite-micro (the `mcu` extra), onnxruntime-plain (onnxruntime's own session defaults),
+openvino (ONNX) and openvino-ir (OpenVINO IR, `NAME.xml` + `NAME.bin`; the `openvino` extra).
+`load(path, backend="litert-ref")` picks one;
 `load(path, profile=True)` turns on onnxruntime's profiler (`clf.backend.end_profiling()`);
 `open_backend(...)` gives the bare backend (raw tensors, no image handling).
 
 Imports numpy and, lazily, onnxruntime or ai_edge_litert: only the one the model needs
-(extras `runtime-onnx`, `runtime-tflite`, or `runtime` for both).
+(extras `runtime-onnx`, `runtime-tflite`, or `runtime` for both); openvino only when asked for.
 """
 
 from .backends import BACKENDS, DEFAULT_BACKEND, Backend, TensorInfo, detect_format, open_backend

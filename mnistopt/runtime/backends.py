@@ -29,9 +29,12 @@ BACKENDS = {
     "litert": "litert:LiteRTBackend",
     "litert-ref": "litert:LiteRTReferenceBackend",
     "tflite-micro": "tflm:MicroBackend",
+    "onnxruntime-plain": "ort_plain:PlainOnnxBackend",
+    "openvino": "ov:OpenVINOBackend",
+    "openvino-ir": "ov:OpenVINOIRBackend",
 }
-# What `load` uses when no backend is named, by file format.
-DEFAULT_BACKEND = {"onnx": "onnxruntime", "tflite": "litert"}
+# What `load` uses when no backend is named, by file format ("ir": OpenVINO's NAME.xml + .bin).
+DEFAULT_BACKEND = {"onnx": "onnxruntime", "tflite": "litert", "ir": "openvino-ir"}
 # With no thread count asked for, a backend that supports it (`auto_threads`) runs calls of
 # fewer images than this on one thread and larger ones on all physical cores. A call of one
 # MNIST image lasts 15-500 µs, and handing parts of a layer to a second thread costs more than
@@ -124,7 +127,7 @@ def backends_for(fmt: str) -> list[str]:
 
 
 def detect_format(path: Path) -> str:
-    """'tflite' or 'onnx' from the file's first bytes (its name may lie, or be missing)."""
+    """'tflite', 'onnx' or 'ir' from the file's first bytes (its name may lie, or be missing)."""
     path = Path(path)
     try:
         with open(path, "rb") as f:
@@ -143,6 +146,9 @@ def detect_format(path: Path) -> str:
     if head[:1] == b"\x08" or (path.suffix.lower() == ".onnx" and head[:1] in (b"\x12", b"\x1a",
                                                                                   b"\x22", b"\x3a")):
         return "onnx"
+    # An OpenVINO IR graph is XML (`<?xml ...?>` then `<net ...>`) beside its NAME.bin weights.
+    if path.suffix.lower() == ".xml" and head.lstrip().startswith((b"<?xml", b"<net")):
+        return "ir"
     if not head:
         raise ModelLoadError(f"{path}: the file is empty, not a model")
     raise ModelLoadError(f"{path}: not an ONNX or TFLite model (neither a TFLite flatbuffer nor "

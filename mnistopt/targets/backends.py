@@ -20,6 +20,9 @@ class Backend:
     open: Callable  # (path, threads, device) -> session
     label: str  # how the table names it
     devices: tuple = ("cpu",)
+    # A native backend's library, imported by the child before the clock starts (None: the
+    # framework's package, train.FRAMEWORK_PACKAGES[name]).
+    package: str | None = None
 
 
 BACKENDS: dict[str, Backend] = {}
@@ -137,6 +140,24 @@ register(Backend("litert", "artifact", _open_artifact, "LiteRT", ("cpu",)))
 register(Backend("torch", "native", _Torch, "torch eager", ("cpu", "gpu")))
 register(Backend("keras", "native", _Keras, "keras eager", ("cpu", "gpu")))
 register(Backend("tf", "native", _TF, "tf.function", ("cpu", "gpu")))
+
+
+def _peer(cls: str):
+    """A peer's session class in peer_backends.py, imported when a model is opened with it."""
+    def open_(path, threads, device):
+        from . import peer_backends
+
+        return getattr(peer_backends, cls)(path, threads, device)
+    return open_
+
+
+# The peers' runners (mnistopt/peers/): the tools mnistopt is compared with.
+register(Backend("onnxruntime-plain", "artifact", _peer("PlainOnnx"), "onnxruntime (defaults)"))
+register(Backend("openvino", "artifact", _peer("OpenVINO"), "OpenVINO"))
+register(Backend("torch-compile", "native", _peer("TorchCompile"), "torch.compile",
+                 ("cpu", "gpu"), package="torch"))
+register(Backend("executorch", "native", _peer("ExecuTorch"), "ExecuTorch/XNNPACK",
+                 package="executorch"))
 
 # Which native backend runs a run directory of each framework.
 NATIVE_FOR_FRAMEWORK = {"torch": "torch", "keras": "keras", "tf": "tf"}

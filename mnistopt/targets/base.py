@@ -43,10 +43,14 @@ RECORD_KEYS = {
     "threads": "threads used", "via": "what ran it", "peak_rss_bytes_total": "peak memory",
     "eval_seconds": "time of the accuracy pass", "error": "one line: why it did not run",
     "error_type": "exception name, or UNSUPPORTED",
+    "peer": "only on a peer's record (a tool mnistopt is compared with): {name, tool, how, "
+            "source_run, build_s, cached, ...}; mnistopt's own records have no such key",
+    "compile": "{seconds, shapes: {batch: s}}: time spent compiling (torch.compile); part of "
+               "the cold start and the accuracy pass, never of a latency",
 }
 # Measured keys a target may copy from a worker's result into a record.
 MEASURED_KEYS = ("accuracy", "n_images", "latency", "coldstart", "threads", "via",
-                 "peak_rss_bytes_total", "eval_seconds", "error", "error_type")
+                 "peak_rss_bytes_total", "eval_seconds", "error", "error_type", "compile")
 
 
 @dataclass
@@ -65,6 +69,7 @@ class Item:
     params: int | None = None
     macs: int | None = None
     meta: dict = field(default_factory=dict)
+    peer: dict | None = None  # set on a peer's item (see RECORD_KEYS); None for mnistopt's own
 
 
 @dataclass
@@ -99,7 +104,7 @@ def make_record(item: Item, res: dict, device: str, latency_source: str,
     """One record from an item and what was measured for it (`res`: MEASURED_KEYS)."""
     if latency_source not in LATENCY_SOURCES:
         raise ValueError(f"latency_source {latency_source!r} is not one of {LATENCY_SOURCES}")
-    rec = {k: v for k, v in asdict(item).items() if k != "path"}
+    rec = {k: v for k, v in asdict(item).items() if k != "path" and (k != "peer" or v)}
     rec["path"] = str(item.path)
     rec["backend_label"] = backend_label or item.backend
     rec["device"] = device

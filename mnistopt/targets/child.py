@@ -80,7 +80,7 @@ def _measure(a) -> dict:
 
         from ..train import FRAMEWORK_PACKAGES
 
-        importlib.import_module(FRAMEWORK_PACKAGES[a.backend])
+        importlib.import_module(backend.package or FRAMEWORK_PACKAGES[a.backend])
     t_load = time.perf_counter()
     session = backend.open(a.path, a.threads, a.device)
     t_first = time.perf_counter()
@@ -122,6 +122,7 @@ def _measure(a) -> dict:
         "threads": getattr(session, "threads", a.threads),
         "via": getattr(session, "via", a.backend),
         "peak_rss_bytes_total": _peak_rss_bytes(),
+        **({"compile": session.compile} if getattr(session, "compile", None) else {}),
     }
 
 

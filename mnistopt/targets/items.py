@@ -69,6 +69,10 @@ def _is_run(d: Path) -> bool:
     return (d / "metrics.json").is_file()
 
 
+def _in_peers_dir(f: Path) -> bool:
+    return any(d.name == "peers" and _is_run(d.parent) for d in f.parents)
+
+
 def discover(paths: list[Path] | None = None) -> list[Item]:
     """Files, run directories and folders (searched recursively) -> items, in a stable order.
 
@@ -98,9 +102,11 @@ def discover(paths: list[Path] | None = None) -> list[Item]:
                 if run != p and not run.name.startswith("."):
                     add(native_item(run))
             for f in sorted(p.rglob("*")):
-                # Hidden paths are temp files of an export or a run still being written.
+                # Hidden paths are temp files of an export or a run still being written;
+                # RUN/peers/ holds other tools' files (`--peers` benches them as peers).
                 if f.suffix.lower() in ARTIFACT_BACKEND and f.is_file() and not any(
-                        part.startswith(".") for part in f.relative_to(p).parts):
+                        part.startswith(".") for part in f.relative_to(p).parts) and \
+                        not _in_peers_dir(f):
                     add(artifact_item(f))
         else:
             raise ConfigError(f"{p}: no such file or directory")
@@ -126,3 +132,65 @@ def write_test_npz(path: Path) -> None:
 
     m = load_mnist()
     np.savez(path, x_test=m.x_test, y_test=m.y_test)
+
+
+def peer_item(built) -> Item:
+    """The item of one built peer (`mnistopt.peers.Built`) of a torch run: its record carries
+    `peer` (name, tool, how, source_run, build_s, cached, ...)."""
+    from ..train import load_run
+
+    peer, run = built.peer, load_run(built.run)
+    params, macs = _arch_figures(run.arch)
+    path = built.path
+    size = _dir_bytes(run.native_path if peer.format == "native" else path)
+    # The weights beside the graph: an IR's NAME.bin, an ONNX file's external data.
+    extra = [path.with_suffix(".bin")] if peer.format == "ir" else [
+        path.with_name(n) for n in built.info.get("files", [])[1:]]
+    size += sum(f.stat().st_size for f in extra if f.is_file())
+    return Item(id=f"{run.path.name}/peer:{peer.name}",
+                kind="native" if peer.format in ("native", "pte") else "artifact",
+                path=path, backend=peer.backend, framework=run.framework, arch=run.arch,
+                format=peer.format, quant=peer.quant, file_bytes=size, params=params, macs=macs,
+                peer=dict(built.info))
+
+
+def peer_items(items: list[Item], names, batch_sizes, device: str,
+               progress: bool = True) -> tuple[list[Item], list[dict]]:
+    """The peers of every torch run among `items`: (items to measure, records of the peers
+    that cannot run here: not installed, not on this device, or failed to build)."""
+    from ..peers import build_peers, choose
+    from ..peers.registry import tool_versions
+    from .backends import BACKENDS
+    from .base import UNSUPPORTED, make_record
+
+    runs = [it for it in items if it.kind == "native" and it.framework == "torch"]
+    if not runs:
+        raise RunError("--peers: no torch run among the models to benchmark (peers are built "
+                       "from a torch run directory)")
+    chosen = choose(names)
+    here = [p.name for p in chosen if device in BACKENDS[p.backend].devices]
+    todo, done = [], []
+
+    def skip(run_item, peer, info, res):
+        it = Item(id=f"{run_item.path.name}/peer:{peer.name}", kind="artifact",
+                  path=run_item.path, backend=peer.backend, framework="torch",
+                  arch=run_item.arch, format=peer.format, quant=peer.quant,
+                  params=run_item.params, macs=run_item.macs, peer=info)
+        done.append(make_record(it, res, device, "native", BACKENDS[peer.backend].label))
+
+    for run_item in runs:
+        for p in chosen:
+            if p.name not in here:
+                skip(run_item, p, {"name": p.name, "tool": tool_versions(p), "how": p.how,
+                                     "source_run": str(run_item.path)},
+                     {"error": f"{BACKENDS[p.backend].label} does not run on --device {device}",
+                      "error_type": UNSUPPORTED})
+        for b in build_peers(run_item.path, here, batch_sizes=batch_sizes,
+                             progress=progress) if here else ():
+            if b.path is not None:
+                todo.append(peer_item(b))
+            else:
+                skip(run_item, b.peer, dict(b.info),
+                     {"error": b.unsupported, "error_type": UNSUPPORTED} if b.unsupported else
+                     {"error": b.error, "error_type": "PeerBuildError"})
+    return todo, done

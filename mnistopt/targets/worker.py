@@ -29,8 +29,8 @@ from .env import environment
 from .stats import accuracy, parse_batch_sizes, summarize, time_calls
 
 SCHEMA = "mnistopt.bench.worker/1"
-FORMATS = {".onnx": "onnx", ".tflite": "tflite"}
-RUNTIMES = {"onnx": "onnxruntime", "tflite": "litert"}
+FORMATS = {".onnx": "onnx", ".tflite": "tflite", ".xml": "ir"}
+RUNTIMES = {"onnx": "onnxruntime", "tflite": "litert", "ir": "openvino-ir"}
 
 
 class Artifact:
@@ -40,7 +40,8 @@ class Artifact:
 
     via = "mnistopt.runtime"
 
-    def __init__(self, path, threads: int | None = None, device: str = "cpu"):
+    def __init__(self, path, threads: int | None = None, device: str = "cpu",
+                 backend: str | None = None, options: dict | None = None):
         from ..artifact import read_sidecar
         from ..runtime import load
 
@@ -48,10 +49,12 @@ class Artifact:
         self.format = FORMATS.get(self.path.suffix.lower())
         if self.format is None:
             raise ModelLoadError(f"{self.path}: not an .onnx or .tflite file")
-        self.runtime = RUNTIMES[self.format]
+        # backend/options: a runtime backend other than the format's default (the peers').
+        self.runtime = backend or RUNTIMES[self.format]
         self.meta = read_sidecar(self.path)
         self.device = device
-        self.clf = load(self.path, threads=threads, device="cuda" if device == "gpu" else device)
+        self.clf = load(self.path, threads=threads, device="cuda" if device == "gpu" else device,
+                        backend=backend, options=options)
         self.threads = self.clf.threads
         self.providers = list(getattr(self.clf, "providers", []))
 

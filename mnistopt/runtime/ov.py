@@ -1,0 +1,127 @@
+"""OpenVINO's CPU plugin: ONNX files (the same ones onnxruntime runs) and OpenVINO IR files.
+
+OpenVINO compiles a model for one input shape much better than for a free one (measured on the
+edge net, batch 1, contended: 61 µs static vs 72-113 µs with a free batch), so each batch size
+seen gets its own compiled model (the first few sizes), and the model with a free batch serves
+the rest. One infer request per compiled model; calls are serialized by a lock.
+
+Precision: `options={"precision": ...}` — "f32" (default: the file's own arithmetic, what parity
+checks expect), or "default": OpenVINO's choice for this CPU, which is bfloat16 on CPUs with
+AVX512-BF16 or AMX (faster, not numerically the file).
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import ConfigError, DeviceError, ModelLoadError, require
+from .backends import Backend, TensorInfo, first_line
+
+# Batch sizes compiled for per model: a bench uses three (1, the largest batch, the eval chunk).
+MAX_SHAPES = 4
+# An IR's weights file is read whole by OpenVINO: bound it before it is opened (the largest
+# mnistopt model's weights are under 2 MB).
+MAX_IR_BYTES = 256 << 20
+PRECISIONS = ("f32", "default")
+
+
+def compile_config(threads: int, precision: str = "f32") -> dict:
+    """The CPU plugin's settings: `threads` intra-op threads, one stream (one call at a time)."""
+    if precision not in PRECISIONS:
+        raise ConfigError(f"openvino precision must be one of {', '.join(PRECISIONS)}, got "
+                          f"{precision!r}")
+    cfg = {"INFERENCE_NUM_THREADS": int(threads), "NUM_STREAMS": 1,
+           "PERFORMANCE_HINT": "LATENCY"}
+    if precision == "f32":
+        cfg["INFERENCE_PRECISION_HINT"] = "f32"
+    return cfg
+
+
+def _info(port, default_name: str) -> TensorInfo:
+    names = port.get_names()  # a port may have none (an IR written without tensor names)
+    shape = tuple(d.get_length() if d.is_static else -1 for d in port.get_partial_shape())
+    return TensorInfo(sorted(names)[0] if names else default_name, shape,
+                      port.get_element_type().to_dtype().type)
+
+
+class OpenVINOBackend(Backend):
+    name, format, extra = "openvino", "onnx", "openvino"
+    options = frozenset({"precision"})
+
+    def __init__(self, path: Path, *, threads: int, device: str, profile: bool = False,
+                 options: dict | None = None):
+        super().__init__(path, threads=threads, device=device)
+        if device != "cpu":
+            raise DeviceError(f"the openvino backend runs on the CPU here (device '{device}' was "
+                              "asked for); use onnxruntime with device='cuda' for a GPU")
+        self.precision = (options or {}).get("precision", "f32")
+        self._config = compile_config(threads, self.precision)
+        ov = require("openvino", self.extra, "running models with OpenVINO")
+        self._check_size(path)
+        self._core = ov.Core()
+        try:
+            self._model = self._core.read_model(str(path))
+            ins, outs = self._model.inputs, self._model.outputs
+            self.single_input(len(ins))
+            self.input, self.output = _info(ins[0], "input"), _info(outs[0], "output")
+            self._free = self._core.compile_model(self._model, "CPU", self._config)
+        except (ModelLoadError, ConfigError):
+            raise
+        except Exception as exc:  # OpenVINO raises RuntimeError / its own types for bad files
+            raise ModelLoadError(f"{path}: OpenVINO cannot load this model: {first_line(exc)}"
+                                 ) from None
+        self.custom_metadata = self._metadata()
+        self.inference_precision = self._free.get_property("INFERENCE_PRECISION_HINT").to_string()
+        self.providers = [f"OpenVINO CPU ({self.inference_precision})"]
+        self._static: dict[int, object] = {}
+        self._lock = threading.Lock()
+
+    def _check_size(self, path: Path) -> None:
+        for f in (path, path.with_suffix(".bin")) if self.format == "ir" else (path,):
+            if f.is_file() and f.stat().st_size > MAX_IR_BYTES:
+                raise ModelLoadError(f"{f}: {f.stat().st_size:,} bytes, over the {MAX_IR_BYTES:,}"
+                                     " bytes an MNIST classifier can need; not opened")
+
+    def _metadata(self) -> dict:
+        # ONNX metadata_props (and an IR's copy of them) live under rt_info "framework".
+        try:
+            if not self._model.has_rt_info(["framework"]):
+                return {}
+            keys = self._model.get_rt_info(["framework"]).astype(dict)
+            return {str(k): self._model.get_rt_info(["framework", k]).astype(str) for k in keys}
+        except Exception:  # metadata is a hint; a model without readable metadata still runs
+            return {}
+
+    def _compile_for(self, batch: int):
+        """An infer request of the model compiled for exactly `batch` images."""
+        model = self._model.clone()
+        model.reshape({0: [batch, *self.input.shape[1:]]})
+        return self._core.compile_model(model, "CPU", self._config).create_infer_request()
+
+    def _request(self, n: int):
+        """The request compiled for `n` images, compiled now for the first MAX_SHAPES sizes;
+        None: the free-shape model runs it (also what reports a wrong fixed batch)."""
+        req = self._static.get(n)
+        if req is None and len(self._static) < MAX_SHAPES and (
+                not self.input.shape or self.input.shape[0] in (-1, n)):
+            req = self._static[n] = self._compile_for(n)
+        return req
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        with self._lock:
+            req = self._request(x.shape[0])
+            if req is None:
+                return self._free(x)[0]
+            # share_inputs: no copy of the prepared batch; outputs are copied (the default), so
+            # a result stays valid after the next call.
+            return req.infer({0: x}, share_inputs=True)[0]
+
+
+class OpenVINOIRBackend(OpenVINOBackend):
+    """OpenVINO's own format: NAME.xml (the graph) + NAME.bin (the weights), e.g. what
+    `nncf.quantize` + `openvino.save_model` write."""
+
+    name, format = "openvino-ir", "ir"
