@@ -13,9 +13,10 @@ venv: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	# `litert` (PyTorch -> TFLite) is heavy and optional for users; the project's own
-	# machines install it so that every export path is built and tested.
-	$(PY) -m pip install -q -e '.[all,dev,litert]'
+	# `litert` (PyTorch -> TFLite) and `peers` (NNCF, ExecuTorch) are heavy and optional for
+	# users; the project's own machines install them so that every export path and every
+	# peer is built and tested.
+	$(PY) -m pip install -q -e '.[all,dev,litert,peers]'
 	touch $(STAMP)
 
 # data -> train (fast defaults) -> export -> bench -> workspace/reports/bench.{json,md,png};
