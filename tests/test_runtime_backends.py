@@ -69,6 +69,21 @@ def test_every_backend_runs_and_agrees_with_the_default(models, name, request): 
     assert (clf.predict(REF_IMAGES[:12]) == ref.predict(REF_IMAGES[:12])).mean() >= 11 / 12
 
 
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_every_backend_runs_with_the_default_threads(models, name, request):  # noqa: F811
+    """The bench loads with no thread count: each backend must pick its own (automatic or all
+    physical cores) rather than hand `None` to its library."""
+    module, extra = OPTIONAL.get(name, (None, None))
+    if module and importlib.util.find_spec(module) is None:
+        pytest.skip(f"{module} is not installed: pip install 'mnistopt[{extra}]'")
+    path = request.getfixturevalue("ir_model") if CASES[name] == "ir" else models[CASES[name]]
+    clf = load(path, backend=name)
+    b = clf.backend
+    assert isinstance(b.threads, int) and b.threads >= 1
+    assert 1 <= b.threads_for(1) <= b.threads_for(256) == b.threads
+    assert clf.predict(REF_IMAGES[:3]).shape == (3,)
+
 def test_tflite_micro_reports_its_arena(models):  # noqa: F811
     pytest.importorskip("tflite_micro")
     from mnistopt.errors import McuError

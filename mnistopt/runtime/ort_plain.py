@@ -2,7 +2,8 @@
 
 No mnistopt session choices (no spinning policy, no inter-op setting, ORT's default graph
 optimization level and thread pool); only the thread count when one is asked for, so that a
-benchmark compares at equal threads (without one: the physical cores, ORT's own default). The bench's "tutorial" peers run in it.
+benchmark compares at equal threads (without one: the physical cores, ORT's own default).
+The bench's "tutorial" peers run in it.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from .ort import OnnxBackend
 class PlainOnnxBackend(OnnxBackend):
     name, format, extra = "onnxruntime-plain", "onnx", "runtime-onnx"
     profiling = False
+    auto_threads = False  # a tutorial's session: one thread count for every call
 
     def __init__(self, path: Path, *, threads: int, device: str, profile: bool = False,
                  options: dict | None = None):
@@ -26,7 +28,7 @@ class PlainOnnxBackend(OnnxBackend):
                               "asked for); use 'onnxruntime' with device='cuda' for a GPU")
         ort = require("onnxruntime", self.extra, "running ONNX models")
         so = ort.SessionOptions()
-        so.intra_op_num_threads = threads
+        so.intra_op_num_threads = self.threads
         try:
             self.session = ort.InferenceSession(str(path), sess_options=so,
                                                 providers=["CPUExecutionProvider"])
