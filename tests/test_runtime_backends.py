@@ -84,6 +84,18 @@ def test_every_backend_runs_with_the_default_threads(models, name, request):  # 
     assert 1 <= b.threads_for(1) <= b.threads_for(256) == b.threads
     assert clf.predict(REF_IMAGES[:3]).shape == (3,)
 
+
+def test_automatic_threads_per_runtime(models):  # noqa: F811
+    """onnxruntime: one thread below 16 images, all cores above; LiteRT: all cores always."""
+    from mnistopt.hw import physical_cores
+
+    ort, lite = load(models["onnx"]).backend, load(models["tflite"]).backend
+    assert (ort.threads_for(1), ort.threads_for(15), ort.threads_for(16)) == \
+        (1, 1, physical_cores())
+    assert lite.threads_for(1) == lite.threads_for(256) == physical_cores()
+    assert load(models["tflite"], threads=1).backend.threads_for(256) == 1
+
+
 def test_tflite_micro_reports_its_arena(models):  # noqa: F811
     pytest.importorskip("tflite_micro")
     from mnistopt.errors import McuError

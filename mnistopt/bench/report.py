@@ -239,7 +239,7 @@ def env_line(report: dict) -> str:
     load = e.get("loadavg")
     parts = [f"{cpu.get('model', '?')} ({cpu.get('machine', '?')}; "
              f"{' '.join(cpu.get('flags', [])) or 'no flags read'}; VNNI {'yes' if cpu.get('vnni') else 'no'})",
-             f"{e.get('cores_available', '?')} cores", f"threads {e.get('threads') or 'auto (1 below 16 images a call, else all physical cores)'}"]
+             f"{e.get('cores_available', '?')} cores", f"threads {e.get('threads') or 'auto (onnxruntime 1 below 16 images a call, else all physical cores; LiteRT all)'}"]
     if load:
         parts.append(f"load avg {load[0]:.2f}")
     parts += [f"{k} {v}" for k, v in e.get("libraries", {}).items()]

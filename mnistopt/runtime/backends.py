@@ -36,11 +36,11 @@ BACKENDS = {
 # What `load` uses when no backend is named, by file format ("ir": OpenVINO's NAME.xml + .bin).
 DEFAULT_BACKEND = {"onnx": "onnxruntime", "tflite": "litert", "ir": "openvino-ir"}
 # With no thread count asked for, a backend that supports it (`auto_threads`) runs calls of
-# fewer images than this on one thread and larger ones on all physical cores. A call of one
-# MNIST image lasts 15-500 µs, and handing parts of a layer to a second thread costs more than
-# it saves: one thread was 6-17 % faster than two at batch 1 for every model measured (ORT and
-# LiteRT, 2 cores). From 16 images on, two threads' fastest calls were 1.1-1.8x faster than
-# one thread's (edge and seed, both runtimes; on a loaded machine, so the medians could not say).
+# fewer images than its `parallel_batch` on one thread and larger ones on all physical cores.
+# onnxruntime's default, 16: a call of one MNIST image lasts 15-150 µs, and its thread pool's
+# hand-off costs more than a second core saves (int8 files at batch 1, quiet 2-core Zen 4: two
+# threads 1.03-2.1x slower for tiny, edge, wide and lenet5, 0.75x for seed); from 16 images on,
+# two threads were 1.1-1.8x faster (edge and seed).
 PARALLEL_BATCH = 16
 
 
@@ -74,6 +74,7 @@ class Backend(ABC):
     options: frozenset = frozenset()  # keys it accepts in `options`
     profiling: bool = False  # whether `profile=True` is supported
     auto_threads: bool = False  # takes threads=None: `threads_for(batch)` decides per call
+    parallel_batch: int = PARALLEL_BATCH  # with automatic threads: all cores from this batch on
 
     input: TensorInfo
     output: TensorInfo
@@ -88,7 +89,7 @@ class Backend(ABC):
 
     def threads_for(self, batch: int) -> int:
         """Intra-op threads a call of `batch` images runs on."""
-        return 1 if self.auto and batch < PARALLEL_BATCH else self.threads
+        return 1 if self.auto and batch < self.parallel_batch else self.threads
 
     @abstractmethod
     def run(self, x: np.ndarray) -> np.ndarray:
@@ -160,7 +161,8 @@ def open_backend(path, backend: str | None = None, *, threads: int | None = None
                  options: dict | None = None) -> Backend:
     """Open `path` with `backend` (default: DEFAULT_BACKEND for the file's format).
 
-    threads: intra-op threads (default: one for calls of fewer than PARALLEL_BATCH images,
+    threads: intra-op threads (default: one for calls of fewer than the backend's
+    `parallel_batch` images,
     the physical cores for larger ones, where the backend supports it, else the physical
     cores); device: 'cpu' or 'cuda[:N]';
     profile: turn on the backend's profiler (`end_profiling()`); options: backend-specific

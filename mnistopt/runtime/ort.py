@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConfigError, DeviceError, ModelLoadError, require
-from .backends import PARALLEL_BATCH, Backend, TensorInfo, first_line
+from .backends import Backend, TensorInfo, first_line
 
 # ONNX element types as onnxruntime spells them -> numpy.
 _ORT_TYPES = {
@@ -125,7 +125,7 @@ class OnnxBackend(Backend):
         return TensorInfo(arg.name, shape, dtype)
 
     def run(self, x: np.ndarray) -> np.ndarray:
-        if self._split and x.shape[0] >= PARALLEL_BATCH:
+        if self._split and x.shape[0] >= self.parallel_batch:
             return (self._big_run or self._open_big())(self._out_names, {self._in_name: x},
                                                         None)[0]
         return self._sess_run(self._out_names, {self._in_name: x}, None)[0]
