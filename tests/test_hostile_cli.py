@@ -141,7 +141,10 @@ def test_real_ctrl_c_in_the_middle_is_one_line_and_writes_nothing(tmp_path, comm
             "train": ("train", "--data", fifo, "--out", tmp_path / "run", "--quiet")}[command]
     proc = subprocess.Popen([sys.executable, "-m", "mnistopt", *map(str, args)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "MNISTOPT_WORKSPACE": str(tmp_path / "ws")})
+                            env={**os.environ, "MNISTOPT_WORKSPACE": str(tmp_path / "ws")},
+                            # a shell without job control starts background jobs with SIGINT
+                            # ignored, and Python keeps it so: give the command a real Ctrl-C
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.monotonic() + 120
         while True:  # opening the write end succeeds once the command has it open for reading

@@ -209,7 +209,10 @@ def mnistopt(*args, env=None, **kw):
 def test_web_serves_until_ctrl_c(tiny_onnx, tmp_path):
     env = {**os.environ, "MNISTOPT_WEB_CACHE": str(fake_cache(tmp_path))}
     proc = subprocess.Popen([sys.executable, "-m", "mnistopt", "web", str(tiny_onnx), "--port", "0"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT,
+                            # SIGINT may be inherited as ignored (a background job of a shell
+                            # without job control): the command must get a real Ctrl-C
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         line = proc.stdout.readline()
         assert line.startswith("serving tiny-torch-fp32.onnx at http://127.0.0.1:"), line
