@@ -35,7 +35,7 @@ class LiteRTBackend(Backend):
         super().__init__(path, threads=threads, device=device)
         self.cpu_only()
         self._litert = require("ai_edge_litert.interpreter", self.extra, "running TFLite models")
-        self.interp = self._open(self.threads_for(1))
+        self.interp = self._open(self.threads)  # every call on these threads: parallel_batch 1
         ins, outs = self.interp.get_input_details(), self.interp.get_output_details()
         self.single_input(len(ins))
         self.input, self.output = self._info(ins[0]), self._info(outs[0])
@@ -43,10 +43,7 @@ class LiteRTBackend(Backend):
         self.providers = [self.label]
         self._in_idx, self._out_idx = ins[0]["index"], outs[0]["index"]
         self._in_shape = [int(d) for d in ins[0]["shape"]]
-        # Automatic threads with parallel_batch > 1: this interpreter (one thread) for smaller
-        # calls, a second one on all cores, opened on the first large call.
-        self._split = self.auto and self.threads > 1 and self.parallel_batch > 1
-        self._interps = {False: [self.interp, self._in_shape[0] if self._in_shape else None]}
+        self._batch = self._in_shape[0] if self._in_shape else None  # what the tensors fit
         self._lock = threading.Lock()
 
     def _open(self, threads: int):
@@ -73,16 +70,12 @@ class LiteRTBackend(Backend):
 
     def run(self, x: np.ndarray) -> np.ndarray:
         n = x.shape[0]
-        big = self._split and n >= self.parallel_batch
         with self._lock:
-            if big not in self._interps:
-                self._interps[big] = [self._open(self.threads), self._in_shape[0]]
-            slot = self._interps[big]
-            interp = slot[0]
-            if n != slot[1]:
+            interp = self.interp
+            if n != self._batch:
                 interp.resize_tensor_input(self._in_idx, [n] + self._in_shape[1:], strict=True)
                 interp.allocate_tensors()
-                slot[1] = n
+                self._batch = n
             interp.set_tensor(self._in_idx, x)
             interp.invoke()
             return interp.get_tensor(self._out_idx)  # a copy: safe once the lock is released
