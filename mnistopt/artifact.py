@@ -123,6 +123,12 @@ def _range(v):
         return f"expected [low, high] with low < high, got {_show(v)}"
 
 
+def _lines(v):
+    if not (isinstance(v, list) and len(v) <= 16
+            and all(isinstance(s, str) and len(s) <= 1024 and s.isprintable() for s in v)):
+        return f"expected a list of at most 16 printable lines, got {_show(v)}"
+
+
 def _hex64(v):
     if v is None:  # a run trained before digests were recorded
         return None
@@ -176,6 +182,7 @@ _TOP = _object({
     "source": _object({"run": _text(4096), "native": _text(4096), "sha256": _hex64,
                        "test_accuracy": _number(0, 1, null=True)}),
     "tools": _object({}),
+    "graph": _lines,  # exact rewrites the export made on the way, one line each
     "file": _object({"name": _text(4096), "bytes": _number(0, 2**53, integer=True),
                      "sha256": _hex64}),
     "validation": _object({}, null=True),

@@ -56,6 +56,8 @@ BAD_SIDECARS = {
     "file bytes negative": {"file": {"bytes": -1}},
     "file bytes huge int": {"file": {"bytes": 10**400}},
     "test accuracy 2": {"source": {"test_accuracy": 2}},
+    "graph a string": {"graph": "space-to-depth stem"},
+    "graph with escapes": {"graph": ["\x1b[2Jcleared"]},
     "bool as a number": {"output": {"scale": True}},
     "nested too deep": "[" * 100_000 + "]" * 100_000,
     "not JSON": "{labels: [0, 1",
@@ -130,6 +132,7 @@ def test_exporters_own_sidecar_passes_the_schema():
         "tools": {"onnx": "1.23.2"}, "export_seconds": 0.235, "created": "2026-12-02T00:44:49Z",
         "file": {"name": "lenet5-keras-int8.onnx", "bytes": 98845, "sha256": "c3" * 32},
         "validation": {"n": 10000, "passed": True},
+        "graph": ["space-to-depth stem: conv 1->6 5x5 + ReLU + max-pool 2 as ..."],
         "a key from a newer exporter": {"anything": [1, 2]},
     }
     assert check_metadata(meta) == []

@@ -6,7 +6,7 @@ import json
 import os
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -45,6 +45,9 @@ class Context:
     progress: bool = True
     cpu: Any = None  # hw.CpuInfo; None = this machine
     batch: int = 1  # images per call, for paths whose files have a fixed batch
+    # What the current format's `convert` changed in the graph on the way (exact rewrites),
+    # one line each; it is emptied before each convert and lands in every file's metadata.
+    graph: list = field(default_factory=list)
 
 
 def calibration_images(data, n: int, seed: int = 0) -> np.ndarray:
@@ -144,6 +147,7 @@ def export(run, format: str | Sequence[str] = "onnx", quantize: str | Sequence[s
         with tempfile.TemporaryDirectory(prefix="mnistopt-export-") as tmp:
             work = Path(tmp)
             t0 = time.perf_counter()
+            ctx.graph.clear()
             with progress_bar(f"{run.framework} -> {fmt} fp32", 1, progress) as advance:
                 fp32 = impl.convert(run, work, ctx)
                 advance(1)
@@ -170,6 +174,7 @@ def export(run, format: str | Sequence[str] = "onnx", quantize: str | Sequence[s
                     "quantize": {"mode": mode, "tag": QUANT_TAGS[mode], "settings": settings,
                                  "reason": reason},
                     "tools": {**tools, "mnistopt": _version()},
+                    "graph": list(ctx.graph),
                     "validation": None,
                     "export_seconds": round(seconds, 3),
                     "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

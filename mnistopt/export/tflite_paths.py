@@ -4,8 +4,11 @@ keras / tf files take NHWC float32 pixels / 255 with a free batch dim; full-int8
 int8 in and give int8 out (scale 1/255, zero point -128 in: the pixel byte minus 128).
 torch files keep PyTorch's NCHW layout and, since litert-torch 0.10 cannot export a dynamic
 batch, a fixed batch: 1, or N with `export(batch=N)` (one call per N images: edge int8 at 256
-images ran 1.26-1.33x the throughput of 256 batch-1 calls); their quantized variants come from ai-edge-quantizer (the PT2E int8
-path in litert-torch fails on small ConvNets, litert-torch #752).
+images ran 1.26-1.33x the throughput of 256 batch-1 calls); their quantized variants come
+from ai-edge-quantizer (the PT2E int8 path in litert-torch fails on small ConvNets,
+litert-torch #752). Before litert-torch sees a
+torch model, exact rewrites for XNNPACK's kernels are applied (`torch_rewrite`: LeNet-5's
+one-channel stem as a space-to-depth conv), recorded in the metadata's `graph` lines.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ _BYTES_PER_WEIGHT = {"none": 4, "fp16": 2, "dynamic": 1, "int8": 1}
 
 def convert(run, workdir: Path, ctx) -> Path:
     if run.framework == "torch":
-        return _torch_fp32(run, workdir, ctx.batch)
+        return _torch_fp32(run, workdir, ctx.batch, ctx.graph)
     return _from_saved_model(run, _saved_model_dir(run, workdir), "none", workdir, ctx)
 
 
@@ -120,16 +123,23 @@ def _check_size(path: Path, mode: str, run) -> None:
 
 # --- torch ---------------------------------------------------------------------------------
 
-def _torch_fp32(run, workdir: Path, batch: int = 1) -> Path:
+def _torch_fp32(run, workdir: Path, batch: int = 1, notes: list | None = None) -> Path:
     import torch
 
     import litert_torch
 
+    from .torch_rewrite import space_to_depth_stem
+
     out = workdir / "none.tflite"
+    # Exact, checked on images in [0, 1] (the rewrite is a reorganisation, not data-dependent).
+    sample = np.random.default_rng(0).random((64, 1, 28, 28), dtype=np.float32)
+    model, note = space_to_depth_stem(run.model.eval(), sample)
+    if note and notes is not None:
+        notes.append(note)
     # A fixed batch: litert-torch 0.10 fails (AssertionError) on a dynamic batch dim.
     try:
         with _quiet():
-            edge = litert_torch.convert(run.model.eval(), (torch.zeros(batch, 1, 28, 28),))
+            edge = litert_torch.convert(model, (torch.zeros(batch, 1, 28, 28),))
             edge.export(str(out))
     except Exception as exc:
         raise ExportError(f"litert-torch failed to convert {run.path}: {exc}") from None
