@@ -86,14 +86,53 @@ def test_every_backend_runs_with_the_default_threads(models, name, request):  # 
 
 
 def test_automatic_threads_per_runtime(models):  # noqa: F811
-    """onnxruntime: one thread below 16 images, all cores above; LiteRT: all cores always."""
+    """Both runtimes: all cores from 16 images on; below, one thread until the thread trial has
+    timed both counts on the model's own calls, then the faster; threads asked for are kept."""
     from mnistopt.hw import physical_cores
+    from mnistopt.runtime.backends import TRIAL_CALLS, TRIAL_WARM
 
-    ort, lite = load(models["onnx"]).backend, load(models["tflite"]).backend
-    assert (ort.threads_for(1), ort.threads_for(15), ort.threads_for(16)) == \
-        (1, 1, physical_cores())
-    assert lite.threads_for(1) == lite.threads_for(256) == physical_cores()
-    assert load(models["tflite"], threads=1).backend.threads_for(256) == 1
+    n = physical_cores()
+    for fmt in ("onnx", "tflite"):
+        clf = load(models[fmt])
+        b = clf.backend
+        assert (b.threads_for(1), b.threads_for(15), b.threads_for(16)) == (1, 1, n)
+        ref = load(models[fmt], threads=1).predict_proba(REF_IMAGES[:1])
+        for _ in range(2 * (TRIAL_CALLS + TRIAL_WARM)):
+            np.testing.assert_allclose(clf.predict_proba(REF_IMAGES[:1]), ref, atol=1e-5)
+        assert b.trial.choice in (1, n) and b.threads_for(1) == b.trial.choice
+        if n > 1:  # both counts were timed, each past its discarded first calls
+            assert all(len(t) == TRIAL_CALLS + TRIAL_WARM for t in b.trial.times.values())
+        assert b.threads_for(256) == n
+        asked = load(models[fmt], threads=1).backend
+        assert asked.threads_for(1) == asked.threads_for(256) == 1 and asked.trial.choice == 1
+
+
+def test_thread_trial_keeps_the_faster_count():
+    from mnistopt.runtime.backends import TRIAL_CALLS, TRIAL_WARM, ThreadTrial
+
+    per = TRIAL_CALLS + TRIAL_WARM
+    for fast in (1, 2):
+        trial = ThreadTrial((1, 2))
+        seen = []
+        while trial.choice is None:
+            t = trial.next()
+            seen.append(t)
+            # each count's first calls are slow (allocation, cold caches) and not counted
+            cold = seen.count(t) <= TRIAL_WARM
+            trial.record(t, 1.0 if cold else (10e-6 if t == fast else 12e-6))
+        assert trial.choice == fast and trial.current() == fast
+        assert seen == [1] * per + [2] * per  # one count after the other
+        assert trial.next() == fast  # decided: it stays
+        trial.record(3 - fast, 0.0)
+        assert trial.choice == fast
+    # one slow outlier among the timed calls does not decide it: the median does
+    trial = ThreadTrial((1, 2))
+    for i in range(2 * per):
+        t = trial.next()
+        outlier = t == 1 and i == TRIAL_WARM
+        trial.record(t, 1e-3 if outlier else (10e-6 if t == 1 else 12e-6))
+    assert trial.choice == 1
+    assert ThreadTrial((4, 4)).choice == 4  # one candidate: nothing to try
 
 
 def test_tflite_micro_reports_its_arena(models):  # noqa: F811

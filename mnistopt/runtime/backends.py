@@ -36,12 +36,57 @@ BACKENDS = {
 # What `load` uses when no backend is named, by file format ("ir": OpenVINO's NAME.xml + .bin).
 DEFAULT_BACKEND = {"onnx": "onnxruntime", "tflite": "litert", "ir": "openvino-ir"}
 # With no thread count asked for, a backend that supports it (`auto_threads`) runs calls of
-# fewer images than its `parallel_batch` on one thread and larger ones on all physical cores.
-# onnxruntime's default, 16: a call of one MNIST image lasts 15-150 µs, and its thread pool's
-# hand-off costs more than a second core saves (int8 files at batch 1, quiet 2-core Zen 4: two
-# threads 1.03-2.1x slower for tiny, edge, wide and lenet5, 0.75x for seed); from 16 images on,
-# two threads were 1.1-1.8x faster (edge and seed).
+# `parallel_batch` images or more on all physical cores (from 16 images on, two threads were
+# 1.1-1.8x faster than one for every file measured). Below that, whether a second thread pays
+# depends on the model, the runtime and the CPU: a call of one MNIST image lasts 10-600 µs,
+# and a thread pool's hand-off costs a few µs. Measured at batch 1, two threads against one:
+# onnxruntime on Zen 4, 1.03-2.1x slower for tiny, edge, wide and lenet5, 0.75x for seed;
+# LiteRT on Zen 4, 0.54x seed and 0.71x lenet5; on Zen 5, 1.4x slower for wide int8; on Zen 3,
+# 0.55-0.95x. So small calls go through a `ThreadTrial`: one thread and all cores, timed on
+# the model's own first calls, and the faster one kept.
 PARALLEL_BATCH = 16
+TRIAL_CALLS = 7  # timed calls per candidate, after TRIAL_WARM discarded (allocation, caches)
+TRIAL_WARM = 3  # 20 small calls in all on 2 cores: the bench's warm-up
+
+
+class ThreadTrial:
+    """The thread count for calls of fewer than `parallel_batch` images. Until it has decided,
+    `next()` gives each candidate TRIAL_WARM + TRIAL_CALLS calls in turn, one candidate after
+    the other (not interleaved: an onnxruntime pool that has just run spins for a while and
+    would steal the core of a one-thread call made right after it), and `record()` takes each
+    call's seconds per image; then the candidate with the lowest median is `choice`, and stays."""
+
+    __slots__ = ("candidates", "times", "choice", "_calls")
+
+    def __init__(self, candidates):
+        self.candidates = tuple(dict.fromkeys(candidates))  # in order, without repeats
+        self.times = {c: [] for c in self.candidates}
+        self.choice = self.candidates[0] if len(self.candidates) == 1 else None
+        self._calls = 0
+
+    def next(self) -> int:
+        if self.choice is not None:
+            return self.choice
+        self._calls += 1
+        i = min((self._calls - 1) // (TRIAL_WARM + TRIAL_CALLS), len(self.candidates) - 1)
+        return self.candidates[i]
+
+    def record(self, threads: int, seconds_per_image: float) -> None:
+        if self.choice is not None or threads not in self.times:
+            return
+        self.times[threads].append(seconds_per_image)
+        if all(len(t) >= TRIAL_WARM + TRIAL_CALLS for t in self.times.values()):
+            self.choice = min(self.candidates,
+                              key=lambda c: _median(self.times[c][TRIAL_WARM:]))
+
+    def current(self) -> int:
+        """The choice, or (undecided) the first candidate."""
+        return self.choice if self.choice is not None else self.candidates[0]
+
+
+def _median(v: list) -> float:
+    v = sorted(v)
+    return (v[(len(v) - 1) // 2] + v[len(v) // 2]) / 2
 
 
 class TensorInfo:
@@ -86,10 +131,12 @@ class Backend(ABC):
         self.path, self.device = Path(path), device
         self.auto = threads is None  # only ever None for an `auto_threads` backend
         self.threads = threads or physical_cores()  # the most any call uses
+        self.trial = ThreadTrial((1, self.threads) if self.auto else (self.threads,))
 
     def threads_for(self, batch: int) -> int:
-        """Intra-op threads a call of `batch` images runs on."""
-        return 1 if self.auto and batch < self.parallel_batch else self.threads
+        """Intra-op threads a call of `batch` images runs on (for a small call before the
+        trial has decided: one)."""
+        return self.trial.current() if self.auto and batch < self.parallel_batch else self.threads
 
     @abstractmethod
     def run(self, x: np.ndarray) -> np.ndarray:
@@ -161,10 +208,10 @@ def open_backend(path, backend: str | None = None, *, threads: int | None = None
                  options: dict | None = None) -> Backend:
     """Open `path` with `backend` (default: DEFAULT_BACKEND for the file's format).
 
-    threads: intra-op threads (default: one for calls of fewer than the backend's
-    `parallel_batch` images,
-    the physical cores for larger ones, where the backend supports it, else the physical
-    cores); device: 'cpu' or 'cuda[:N]';
+    threads: intra-op threads (default, where the backend supports it: the physical cores for
+    calls of at least its `parallel_batch` images, and for smaller ones one thread or all
+    cores, whichever its `ThreadTrial` timed faster; else the physical cores); device: 'cpu'
+    or 'cuda[:N]';
     profile: turn on the backend's profiler (`end_profiling()`); options: backend-specific
     settings (e.g. {"arena_bytes": N} for tflite-micro).
     """

@@ -1,13 +1,15 @@
 """LiteRT's Interpreter: with XNNPACK (what a phone or a Pi runs), or its reference kernels.
 
 An interpreter owns one set of tensors, so concurrent calls are serialized by a lock; the input
-is resized (and tensors reallocated) only when the batch size changes. Automatic threads are
-all physical cores for every call: XNNPACK splits even one image's layers profitably.
+is resized (and tensors reallocated) only when the batch size changes. Automatic threads: all
+physical cores from 16 images on; below, one thread or all cores, whichever the thread trial
+(`backends.ThreadTrial`) timed faster on the model's first calls.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -25,17 +27,15 @@ class LiteRTBackend(Backend):
     resolver: str | None = None  # an OpResolverType name; None = LiteRT's default
 
     auto_threads = True
-    # XNNPACK's pool pays off from one image on (int8 files at batch 1, quiet 2-core Zen 4: two
-    # threads took 0.54x one thread's time for seed, 0.71x lenet5, 0.95x wide and edge, 1.04x
-    # tiny); on a loaded machine a second thread waits for a core and costs more than it gives.
-    parallel_batch = 1
+    # Calls of 16 images or more on all cores; smaller ones on one thread or all cores, as the
+    # thread trial finds faster (backends.PARALLEL_BATCH), each count with its own interpreter.
 
     def __init__(self, path: Path, *, threads: int | None, device: str, profile: bool = False,
                  options: dict | None = None):
         super().__init__(path, threads=threads, device=device)
         self.cpu_only()
         self._litert = require("ai_edge_litert.interpreter", self.extra, "running TFLite models")
-        self.interp = self._open(self.threads)  # every call on these threads: parallel_batch 1
+        self.interp = self._open(self.threads)  # all cores; the one `delegation()` reads
         ins, outs = self.interp.get_input_details(), self.interp.get_output_details()
         self.single_input(len(ins))
         self.input, self.output = self._info(ins[0]), self._info(outs[0])
@@ -43,7 +43,8 @@ class LiteRTBackend(Backend):
         self.providers = [self.label]
         self._in_idx, self._out_idx = ins[0]["index"], outs[0]["index"]
         self._in_shape = [int(d) for d in ins[0]["shape"]]
-        self._batch = self._in_shape[0] if self._in_shape else None  # what the tensors fit
+        # threads -> [interpreter, the batch size its tensors fit]
+        self._slots = {self.threads: [self.interp, self._in_shape[0] if self._in_shape else None]}
         self._lock = threading.Lock()
 
     def _open(self, threads: int):
@@ -70,14 +71,25 @@ class LiteRTBackend(Backend):
 
     def run(self, x: np.ndarray) -> np.ndarray:
         n = x.shape[0]
+        timed = self.auto and n < self.parallel_batch and self.trial.choice is None
+        threads = self.threads_for(n) if not timed else self.trial.next()
         with self._lock:
-            interp = self.interp
-            if n != self._batch:
+            slot = self._slots.get(threads)
+            if slot is None:
+                slot = self._slots[threads] = [self._open(threads),
+                                               self._in_shape[0] if self._in_shape else None]
+            interp = slot[0]
+            if n != slot[1]:
                 interp.resize_tensor_input(self._in_idx, [n] + self._in_shape[1:], strict=True)
                 interp.allocate_tensors()
-                self._batch = n
+                slot[1] = n
             interp.set_tensor(self._in_idx, x)
-            interp.invoke()
+            if timed:
+                t0 = time.perf_counter()
+                interp.invoke()
+                self.trial.record(threads, (time.perf_counter() - t0) / n)
+            else:
+                interp.invoke()
             return interp.get_tensor(self._out_idx)  # a copy: safe once the lock is released
 
     def delegation(self) -> dict:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -54,8 +55,9 @@ class OnnxBackend(Backend):
                                "CPUExecutionProvider"]
         else:
             raise DeviceError(f"unknown device '{device}': use 'cpu', 'cuda' or 'cuda:N'")
-        # Automatic threads: a one-thread session for small calls now, an all-cores one on the
-        # first large call (see backends.PARALLEL_BATCH). A profiled model has one session.
+        # Automatic threads: a one-thread session now, an all-cores one on the first large call
+        # or small call of the thread trial (see backends.PARALLEL_BATCH). A profiled model has
+        # one session, on one thread.
         self._split = self.auto and self.threads > 1 and not profile
         if profile and self.auto:
             self.threads = self.threads_for(1)
@@ -125,10 +127,17 @@ class OnnxBackend(Backend):
         return TensorInfo(arg.name, shape, dtype)
 
     def run(self, x: np.ndarray) -> np.ndarray:
-        if self._split and x.shape[0] >= self.parallel_batch:
-            return (self._big_run or self._open_big())(self._out_names, {self._in_name: x},
-                                                        None)[0]
-        return self._sess_run(self._out_names, {self._in_name: x}, None)[0]
+        if not self._split:
+            return self._sess_run(self._out_names, {self._in_name: x}, None)[0]
+        n = x.shape[0]
+        threads = self.threads if n >= self.parallel_batch else self.trial.next()
+        run = self._sess_run if threads == 1 else (self._big_run or self._open_big())
+        if n >= self.parallel_batch or self.trial.choice is not None:
+            return run(self._out_names, {self._in_name: x}, None)[0]
+        t0 = time.perf_counter()
+        out = run(self._out_names, {self._in_name: x}, None)[0]
+        self.trial.record(threads, (time.perf_counter() - t0) / n)
+        return out
 
     def end_profiling(self) -> list:
         """onnxruntime's trace (Chrome trace events) of every call so far; profiling stops."""
