@@ -206,6 +206,9 @@ def rows(report: dict) -> tuple[list[str], list[list[str]]]:
 
 # How a peer's row starts: the tools mnistopt is compared with (`mnistopt bench --peers`).
 PEER_MARK = "peer: "
+# What "threads: auto" means (runtime.backends.PARALLEL_BATCH and ThreadTrial).
+AUTO_THREADS = ("auto (16+ images a call: all physical cores; fewer: one thread or all cores, "
+                "whichever each model's thread trial timed faster)")
 
 
 def peer_lines(report: dict) -> list[str]:
@@ -239,7 +242,7 @@ def env_line(report: dict) -> str:
     load = e.get("loadavg")
     parts = [f"{cpu.get('model', '?')} ({cpu.get('machine', '?')}; "
              f"{' '.join(cpu.get('flags', [])) or 'no flags read'}; VNNI {'yes' if cpu.get('vnni') else 'no'})",
-             f"{e.get('cores_available', '?')} cores", f"threads {e.get('threads') or 'auto (onnxruntime 1 below 16 images a call, else all physical cores; LiteRT all)'}"]
+             f"{e.get('cores_available', '?')} cores", f"threads {e.get('threads') or AUTO_THREADS}"]
     if load:
         parts.append(f"load avg {load[0]:.2f}")
     parts += [f"{k} {v}" for k, v in e.get("libraries", {}).items()]
