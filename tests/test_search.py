@@ -203,11 +203,13 @@ def test_bad_storage_is_one_line_without_the_password(tmp_path):
 
 @pytest.fixture
 def small_npz(mnist, tmp_path):
-    """2,000 real training images (the last 1,000 validate) and 1,000 test images: int8
-    validation's 0.3 pp bound needs steps of 0.1 pp, and a net trained on a few hundred
-    images to agree with its int8 file."""
+    """4,000 real training images (the search's trials take 1,000 and validate on the last
+    1,000; `--finalize` trains on all) and 1,000 test images: int8 validation's 0.3 pp bound
+    needs steps of 0.1 pp, and the finalized net must be trained well enough to agree with its
+    int8 file on 99 % of them (on 2,000 images it reached 94 % and, on a Zen 3, 98.8 %
+    agreement: a net that unsure has many near-ties for int8 rounding to flip)."""
     path = tmp_path / "small.npz"
-    np.savez(path, x_train=mnist.x_train[:2000], y_train=mnist.y_train[:2000],
+    np.savez(path, x_train=mnist.x_train[:4000], y_train=mnist.y_train[:4000],
              x_test=mnist.x_test[:1000], y_test=mnist.y_test[:1000])
     return path
 
