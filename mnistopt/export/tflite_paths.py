@@ -6,9 +6,9 @@ torch files keep PyTorch's NCHW layout and, since litert-torch 0.10 cannot expor
 batch, a fixed batch: 1, or N with `export(batch=N)` (one call per N images: edge int8 at 256
 images ran 1.26-1.33x the throughput of 256 batch-1 calls); their quantized variants come
 from ai-edge-quantizer (the PT2E int8 path in litert-torch fails on small ConvNets,
-litert-torch #752). Before litert-torch sees a
-torch model, exact rewrites for XNNPACK's kernels are applied (`torch_rewrite`: LeNet-5's
-one-channel stem as a space-to-depth conv), recorded in the metadata's `graph` lines.
+litert-torch #752). Before litert-torch sees a torch model, exact rewrites for XNNPACK's
+kernels are applied (`torch_rewrite`: LeNet-5's one-channel stem as a space-to-depth conv),
+recorded in the metadata's `graph` lines.
 """
 
 from __future__ import annotations

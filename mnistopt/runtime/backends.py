@@ -46,7 +46,7 @@ DEFAULT_BACKEND = {"onnx": "onnxruntime", "tflite": "litert", "ir": "openvino-ir
 # the model's own first calls, and the faster one kept.
 PARALLEL_BATCH = 16
 TRIAL_CALLS = 7  # timed calls per candidate, after TRIAL_WARM discarded (allocation, caches)
-TRIAL_WARM = 3  # 20 small calls in all on 2 cores: the bench's warm-up
+TRIAL_WARM = 3  # with two candidates, 20 small calls in all: the bench's warm-up
 
 
 class ThreadTrial:
@@ -77,16 +77,11 @@ class ThreadTrial:
         self.times[threads].append(seconds_per_image)
         if all(len(t) >= TRIAL_WARM + TRIAL_CALLS for t in self.times.values()):
             self.choice = min(self.candidates,
-                              key=lambda c: _median(self.times[c][TRIAL_WARM:]))
+                              key=lambda c: float(np.median(self.times[c][TRIAL_WARM:])))
 
     def current(self) -> int:
         """The choice, or (undecided) the first candidate."""
         return self.choice if self.choice is not None else self.candidates[0]
-
-
-def _median(v: list) -> float:
-    v = sorted(v)
-    return (v[(len(v) - 1) // 2] + v[len(v) // 2]) / 2
 
 
 class TensorInfo:

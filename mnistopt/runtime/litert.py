@@ -43,8 +43,9 @@ class LiteRTBackend(Backend):
         self.providers = [self.label]
         self._in_idx, self._out_idx = ins[0]["index"], outs[0]["index"]
         self._in_shape = [int(d) for d in ins[0]["shape"]]
+        self._file_batch = self._in_shape[0] if self._in_shape else None
         # threads -> [interpreter, the batch size its tensors fit]
-        self._slots = {self.threads: [self.interp, self._in_shape[0] if self._in_shape else None]}
+        self._slots = {self.threads: [self.interp, self._file_batch]}
         self._lock = threading.Lock()
 
     def _open(self, threads: int):
@@ -71,13 +72,12 @@ class LiteRTBackend(Backend):
 
     def run(self, x: np.ndarray) -> np.ndarray:
         n = x.shape[0]
-        timed = self.auto and n < self.parallel_batch and self.trial.choice is None
-        threads = self.threads_for(n) if not timed else self.trial.next()
+        timed = n < self.parallel_batch and self.trial.choice is None
+        threads = self.trial.next() if timed else self.threads_for(n)
         with self._lock:
             slot = self._slots.get(threads)
             if slot is None:
-                slot = self._slots[threads] = [self._open(threads),
-                                               self._in_shape[0] if self._in_shape else None]
+                slot = self._slots[threads] = [self._open(threads), self._file_batch]
             interp = slot[0]
             if n != slot[1]:
                 interp.resize_tensor_input(self._in_idx, [n] + self._in_shape[1:], strict=True)

@@ -130,9 +130,10 @@ class OnnxBackend(Backend):
         if not self._split:
             return self._sess_run(self._out_names, {self._in_name: x}, None)[0]
         n = x.shape[0]
-        threads = self.threads if n >= self.parallel_batch else self.trial.next()
+        timed = n < self.parallel_batch and self.trial.choice is None
+        threads = self.trial.next() if timed else self.threads_for(n)
         run = self._sess_run if threads == 1 else (self._big_run or self._open_big())
-        if n >= self.parallel_batch or self.trial.choice is not None:
+        if not timed:
             return run(self._out_names, {self._in_name: x}, None)[0]
         t0 = time.perf_counter()
         out = run(self._out_names, {self._in_name: x}, None)[0]
