@@ -43,3 +43,14 @@ def tiny_npz(tiny_mnist, tmp_path):
     np.savez(path, x_train=tiny_mnist.x_train, y_train=tiny_mnist.y_train,
              x_test=tiny_mnist.x_test, y_test=tiny_mnist.y_test)
     return path
+
+
+def with_twins(ids) -> set:
+    """The bench row ids of `ids` on the cpu target: each .onnx file also runs on OpenVINO
+    (id FILE@openvino) where openvino is installed (targets.items.with_runtimes)."""
+    import importlib.util
+
+    ids = set(ids)
+    if importlib.util.find_spec("openvino") is None:
+        return ids
+    return ids | {f"{i}@openvino" for i in ids if i.endswith(".onnx")}

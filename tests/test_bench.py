@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import with_twins
 
 from mnistopt.bench import report as R
 from mnistopt.errors import ConfigError
@@ -218,8 +219,13 @@ def test_cli_end_to_end_smoke(tmp_path, lin_model, mnist):
             "--json", js, "--report", md, "--plot", png)
     assert r.exit_code == 0, r.output
     rep = R.load_json(js)
-    (res,) = rep["results"]
-    assert res["id"] == lin_model.name and res["latency_source"] == "native"
+    by = {x["id"]: x for x in rep["results"]}
+    assert set(by) == with_twins({lin_model.name})
+    res = by[lin_model.name]
+    assert res["latency_source"] == "native" and res["backend"] == "onnxruntime"
+    for twin in set(by) - {lin_model.name}:  # the same file on OpenVINO: same answers
+        assert by[twin]["backend"] == "openvino" and not by[twin].get("error"), by[twin]
+        assert abs(by[twin]["accuracy"] - res["accuracy"]) <= 0.0002
     assert set(res["latency"]) == {"1", "8"} and res["latency"]["8"]["n"] >= 5
     assert res["coldstart"]["total_s"] > 0 and res["coldstart"]["peak_rss_bytes"] > 0
     assert rep["failures"] == [] and rep["options"]["device"] == "cpu"
@@ -238,7 +244,7 @@ def canned_bench(monkeypatch):
     """`mnistopt bench` on a synthetic report: the CLI's decisions without a clock."""
     reports = []
 
-    def fake_bench(paths, settings, device, peers=None):
+    def fake_bench(paths, settings, device, peers=None, runtimes=None):
         rep = copy.deepcopy(reports[-1])
         rep.setdefault("failures", [])
         return rep
@@ -281,6 +287,7 @@ def test_cli_user_errors(tmp_path, lin_model):
     for args, needle in [((tmp_path / "nope.onnx",), "no such"),
                          ((lin_model, "--batch-sizes", "0"), "batch"),
                          ((lin_model, "--baseline", tmp_path / "nope.json"), "no such benchmark report"),
+                         ((lin_model, "--runtime", "tvm"), "unknown runtime 'tvm'"),
                          ((tmp_path,), "nothing to benchmark")]:
         r = subprocess.run([sys.executable, "-m", "mnistopt", "bench", *map(str, args)],
                            capture_output=True, text=True)
@@ -317,7 +324,9 @@ def test_cli_native_torch_run_and_its_export(tmp_path, tiny_mnist):
                       dynamo=True, external_data=False, input_names=["images"],
                       dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=4096)},), verbose=False)
     js = tmp_path / "b.json"
-    r = cli(tmp_path / "runs", "--batch-sizes", "1,4", "--iters", "5", "--warmup", "1", "--quiet", "--json", js)
+    # --runtime: the ONNX file on onnxruntime only, not also on OpenVINO
+    r = cli(tmp_path / "runs", "--batch-sizes", "1,4", "--iters", "5", "--warmup", "1", "--quiet",
+            "--json", js, "--runtime", "onnxruntime")
     assert r.exit_code == 0, r.output
     by = {x["id"]: x for x in R.load_json(js)["results"]}
     assert set(by) == {"torch-edge:native", "edge-torch-fp32.onnx"}

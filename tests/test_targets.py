@@ -328,3 +328,50 @@ def test_no_options_target_refuses_keys():
     with pytest.raises(ConfigError, match="this target's options: none"):
         get_target("cpu", set_options=["threads=2"])
     assert get_target("cpu").options == NoOptions()
+
+
+def test_with_runtimes_twins_onnx_files_on_the_cpu_only(tmp_path, monkeypatch):
+    from mnistopt.errors import RunError
+    from mnistopt.targets import items as I
+
+    def item(name, **kw):
+        return Item(id=name, kind="artifact", path=tmp_path / name,
+                    backend=I.ARTIFACT_BACKEND[Path(name).suffix], **kw)
+
+    onnx, tfl = item("m-torch-int8.onnx", quant="int8"), item("m-torch-int8.tflite", quant="int8")
+    peer = Item(id="r/peer:tutorial-fp32", kind="artifact", path=tmp_path / "p.onnx",
+                backend="onnxruntime-plain", peer={"name": "tutorial-fp32"})
+    nat = Item(id="r:native", kind="native", path=tmp_path, backend="torch")
+    every = [onnx, tfl, peer, nat]
+    monkeypatch.setattr(I, "_installed", lambda name: True)
+    out = I.with_runtimes(every, None, "cpu")
+    assert [(i.id, i.backend) for i in out] == [
+        ("m-torch-int8.onnx", "onnxruntime"), ("m-torch-int8.onnx@openvino", "openvino"),
+        ("m-torch-int8.tflite", "litert"), ("r/peer:tutorial-fp32", "onnxruntime-plain"),
+        ("r:native", "torch")]
+    assert out[1].path == onnx.path and out[1].quant == "int8"  # the same file, another runtime
+    # not installed, or another device: the format's own runtime only
+    assert [i.id for i in I.with_runtimes(every, None, "gpu")] == [i.id for i in every]
+    monkeypatch.setattr(I, "_installed", lambda name: name != "openvino")
+    assert [i.id for i in I.with_runtimes(every, None, "cpu")] == [i.id for i in every]
+    # asked for: only those runtimes' rows (peers and native models stay)
+    assert [i.id for i in I.with_runtimes(every, ["litert"], "cpu")] == [
+        "m-torch-int8.tflite", "r/peer:tutorial-fp32", "r:native"]
+    assert [i.id for i in I.with_runtimes([onnx], ["openvino"], "cpu")] == [
+        "m-torch-int8.onnx@openvino"]
+    with pytest.raises(ConfigError, match="unknown runtime 'tvm'"):
+        I.with_runtimes(every, ["tvm"], "cpu")
+    with pytest.raises(ConfigError, match="runs on --device cpu"):
+        I.with_runtimes(every, ["openvino"], "gpu")
+    with pytest.raises(RunError, match="nothing to benchmark on litert"):
+        I.with_runtimes([onnx], ["litert"], "cpu")
+    assert set(I.runtime_names()) == {"onnxruntime", "openvino", "litert"}
+
+
+def test_every_runtime_of_a_format_is_a_registered_artifact_backend():
+    from mnistopt.runtime.backends import BACKENDS as RUNTIME_BACKENDS
+    from mnistopt.targets.backends import ARTIFACT_RUNTIMES, BACKENDS
+
+    for names in ARTIFACT_RUNTIMES.values():
+        for n in names:
+            assert BACKENDS[n].kind == "artifact" and n in RUNTIME_BACKENDS, n

@@ -12,17 +12,20 @@ PEER_DEVICES = ("cpu", "gpu")
 
 
 def bench(paths: list[Path] | None = None, settings: Settings | None = None,
-          device: str | Target = "cpu", set_options=(), peers=None) -> dict:
+          device: str | Target = "cpu", set_options=(), peers=None, runtimes=None) -> dict:
     """Discover what `paths` hold, run it on `device` (a spec NAME[:ARG] or a Target), report.
 
     `set_options`: KEY=VALUE strings for the target's own options. The report's "failures"
     lists the models that failed (the target decides what counts, e.g. ARM parity).
     `peers`: None, or the names of the peers to build for each torch run and bench beside
     mnistopt's files ([] = all; mnistopt/peers/); their failures go to "peer_failures".
+    `runtimes`: None, or the runtimes to run exported files on (`targets.items.with_runtimes`:
+    by default each format's own, plus OpenVINO for ONNX files on the cpu target where it is
+    installed).
     """
     from ..targets.document import run_options
     from ..targets.env import environment
-    from ..targets.items import discover
+    from ..targets.items import discover, with_runtimes
     from ..targets.registry import get_target
     from .report import build_report
 
@@ -35,7 +38,7 @@ def bench(paths: list[Path] | None = None, settings: Settings | None = None,
         from ..peers import choose
 
         choose(peers)  # an unknown name fails before any work
-    items = discover(paths)
+    items = with_runtimes(discover(paths), runtimes, target.name)
     skipped = []
     if peers is not None:
         from ..targets.items import peer_items

@@ -21,6 +21,14 @@ def _peer_help() -> str:
     return f"Only this peer, repeatable (implies --peers): {', '.join(PEERS)}"
 
 
+def _runtime_help() -> str:
+    from ..targets.items import runtime_names
+
+    return (f"Run exported files on this runtime, repeatable: {', '.join(runtime_names())} "
+            "[default: each format's own, plus openvino for ONNX files on --device cpu where "
+            "it is installed]")
+
+
 def bench_command(
     paths: Annotated[Optional[List[Path]], typer.Argument(help="Exported .onnx/.tflite files, run directories, or folders holding them [default: workspace/runs]")] = None,
     device: Annotated[str, typer.Option(metavar="NAME[:ARG]", help=_device_help())] = "cpu",
@@ -41,6 +49,7 @@ def bench_command(
                                    "which runs the graph stored in it: only for runs you trust")] = False,
     peers: Annotated[bool, typer.Option("--peers", help="Also bench what a user would run instead (OpenVINO + NNCF, torch.compile, the tutorial ONNX path, ExecuTorch), built from each torch run into RUN/peers/ (README, Peers)")] = False,
     peer: Annotated[Optional[List[str]], typer.Option(metavar="NAME", help=_peer_help())] = None,
+    runtime: Annotated[Optional[List[str]], typer.Option(metavar="NAME", help=_runtime_help())] = None,
 ) -> None:
     """Benchmark artifacts and native models: latency percentiles, throughput, accuracy, size,
     cold start and memory, each in a fresh process; % of the CPU's peak multiply-adds; check
@@ -70,7 +79,8 @@ def bench_command(
     target = get_target(device, set_options=target_option or ())
     old = R.load_json(baseline) if baseline else None  # fail on a bad baseline before measuring
     rep = bench(paths or None, settings, target,
-                peers=list(peer) if peer else ([] if peers else None))
+                peers=list(peer) if peer else ([] if peers else None),
+                runtimes=list(runtime) if runtime else None)
     if profile:
         from .profile import profile_records
 

@@ -83,7 +83,8 @@ def profile_records(records: list[dict], *, iters: int = 500, threads: int | Non
     from ..progress import progress_bar
 
     files = [r for r in records if r.get("kind") == "artifact" and not r.get("error")
-             and r.get("format") in ("onnx", "tflite") and r.get("path")]
+             and r.get("format") in ("onnx", "tflite") and r.get("path")
+             and not str(r.get("backend", "")).startswith("openvino")]  # profiles: ORT's, LiteRT's
     out = {}
     with progress_bar("profile", len(files), progress) as advance:
         for r in files:

@@ -42,11 +42,11 @@ PEERS: dict[str, Peer] = {p.name: p for p in (
          _TUTORIAL, "export", ("torch", "onnxruntime"),
          "quantize_static(tutorial-fp32, out, reader) with its defaults (QDQ, int8 activations "
          "and weights, per-tensor, MinMax) on the 512 calibration images; default session"),
-    Peer("openvino-fp32", "fp32", "onnx", "openvino", "onnx_peers:openvino_source",
+    Peer("openvino-fp32", "fp32", "onnx", "openvino-defaults", "onnx_peers:openvino_source",
          ("openvino",), "openvino", ("openvino",),
          "OpenVINO CPU plugin (its defaults: precision hint, latency mode) on mnistopt's fp32 "
          "ONNX file, compiled per batch size", cache=False),
-    Peer("openvino-nncf-int8", "int8", "ir", "openvino", "onnx_peers:nncf_int8",
+    Peer("openvino-nncf-int8", "int8", "ir", "openvino-defaults", "onnx_peers:nncf_int8",
          ("openvino", "nncf"), "peers", ("openvino", "nncf"),
          "nncf.quantize (defaults, subset_size=512) of mnistopt's fp32 ONNX read by OpenVINO, "
          "the 512 calibration images; openvino.save_model IR; OpenVINO CPU plugin",

@@ -39,6 +39,16 @@ def _open_artifact(path, threads, device):
     return Artifact(path, threads, device=device)
 
 
+def _open_openvino(path, threads, device):
+    """An ONNX file on OpenVINO with mnistopt.runtime's settings: the file's own arithmetic
+    (f32 where the file is float), one compiled model per batch size."""
+    from .worker import Artifact
+
+    art = Artifact(path, threads, device=device, backend="openvino")
+    art.via = f"mnistopt.runtime openvino: {', '.join(art.providers)}"
+    return art
+
+
 class _Torch:
     def __init__(self, run_dir, threads, device, graphs: bool = True):
         import torch
@@ -137,6 +147,7 @@ class _TF(_TFNative):
 
 register(Backend("onnxruntime", "artifact", _open_artifact, "onnxruntime", ("cpu", "gpu")))
 register(Backend("litert", "artifact", _open_artifact, "LiteRT", ("cpu",)))
+register(Backend("openvino", "artifact", _open_openvino, "OpenVINO", ("cpu",)))
 register(Backend("torch", "native", _Torch, "torch eager", ("cpu", "gpu")))
 register(Backend("keras", "native", _Keras, "keras eager", ("cpu", "gpu")))
 register(Backend("tf", "native", _TF, "tf.function", ("cpu", "gpu")))
@@ -153,7 +164,7 @@ def _peer(cls: str):
 
 # The peers' runners (mnistopt/peers/): the tools mnistopt is compared with.
 register(Backend("onnxruntime-plain", "artifact", _peer("PlainOnnx"), "onnxruntime (defaults)"))
-register(Backend("openvino", "artifact", _peer("OpenVINO"), "OpenVINO"))
+register(Backend("openvino-defaults", "artifact", _peer("OpenVINO"), "OpenVINO (defaults)"))
 register(Backend("torch-compile", "native", _peer("TorchCompile"), "torch.compile",
                  ("cpu", "gpu"), package="torch"))
 register(Backend("executorch", "native", _peer("ExecuTorch"), "ExecuTorch/XNNPACK",
@@ -161,7 +172,14 @@ register(Backend("executorch", "native", _peer("ExecuTorch"), "ExecuTorch/XNNPAC
 
 # Which native backend runs a run directory of each framework.
 NATIVE_FOR_FRAMEWORK = {"torch": "torch", "keras": "keras", "tf": "tf"}
-ARTIFACT_BACKEND = {".onnx": "onnxruntime", ".tflite": "litert"}
+# The runtimes each format's files are benched on. The first is the format's own, on every
+# target; the others are optional runtime backends that the cpu target also runs each of
+# mnistopt's files on where their package is installed (`RUNTIME_PACKAGES`), so that the
+# report's `recommended` can name them where they win (OpenVINO's int8 convolutions at large
+# batches, for one). Their rows' ids are FILE@RUNTIME.
+ARTIFACT_RUNTIMES = {".onnx": ("onnxruntime", "openvino"), ".tflite": ("litert",)}
+ARTIFACT_BACKEND = {suffix: names[0] for suffix, names in ARTIFACT_RUNTIMES.items()}
+RUNTIME_PACKAGES = {"openvino": "openvino"}
 
 
 def get_backend(name: str) -> Backend:

@@ -6,11 +6,13 @@
 
 from __future__ import annotations
 
+import importlib.util
+from dataclasses import replace
 from pathlib import Path
 
 from ..artifact import read_sidecar
 from ..errors import ConfigError, RunError
-from .backends import ARTIFACT_BACKEND, NATIVE_FOR_FRAMEWORK
+from .backends import ARTIFACT_BACKEND, ARTIFACT_RUNTIMES, NATIVE_FOR_FRAMEWORK, RUNTIME_PACKAGES
 from .base import Item
 
 
@@ -121,6 +123,49 @@ def discover(paths: list[Path] | None = None) -> list[Item]:
     for it in out:
         if seen[it.id] > 1:
             it.id = f"{it.path.parent.parent.name}/{it.id}" if it.kind == "artifact" else str(it.path)
+    return out
+
+
+def runtime_names() -> list[str]:
+    """Every runtime an exported file can be benched on (`--runtime` choices)."""
+    return list(dict.fromkeys(n for names in ARTIFACT_RUNTIMES.values() for n in names))
+
+
+def _installed(runtime: str) -> bool:
+    pkg = RUNTIME_PACKAGES.get(runtime)
+    return pkg is None or importlib.util.find_spec(pkg) is not None
+
+
+def with_runtimes(items: list[Item], runtimes=None, device: str = "cpu") -> list[Item]:
+    """`items` with each of mnistopt's exported files on the runtimes it is benched on.
+
+    runtimes None: the format's own runtime, plus on the cpu target every other runtime of
+    the format that is installed (ARTIFACT_RUNTIMES). A list: only those (a file of a format
+    none of them runs is left out). A file's row on its own runtime keeps the file's id; on
+    another runtime its id is FILE@RUNTIME.
+    """
+    known = runtime_names()
+    wanted = None if runtimes is None else list(dict.fromkeys(runtimes))
+    for name in wanted or ():
+        if name not in known:
+            raise ConfigError(f"unknown runtime '{name}'; choose from: {', '.join(known)}")
+        if device != "cpu" and name not in ARTIFACT_BACKEND.values():
+            raise ConfigError(f"--runtime {name} runs on --device cpu, not on '{device}'")
+    out = []
+    for it in items:
+        if it.kind != "artifact" or it.peer is not None:
+            out.append(it)
+            continue
+        names = ARTIFACT_RUNTIMES.get(it.path.suffix.lower(), (it.backend,))
+        for i, name in enumerate(names):
+            if wanted is None and i and (device != "cpu" or not _installed(name)):
+                continue
+            if wanted is not None and name not in wanted:
+                continue
+            out.append(it if i == 0 else replace(it, id=f"{it.id}@{name}", backend=name))
+    if items and not out:
+        raise RunError(f"nothing to benchmark on {', '.join(wanted or ())}: no file of a format "
+                       "those runtimes run")
     return out
 
 
