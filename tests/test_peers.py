@@ -252,6 +252,33 @@ def test_openvino_says_what_onnxruntime_says_on_the_same_file(models, tmp_path):
 
 
 @needs_openvino
+def test_openvino_streams_large_calls_and_keeps_what_its_trial_timed_faster(models):  # noqa: F811
+    from mnistopt.parity import FP32, compare
+    from mnistopt.runtime import load
+    from mnistopt.runtime.backends import PARALLEL_BATCH, TRIAL_CALLS, TRIAL_WARM
+
+    ref = load(models["onnx"], threads=1)
+    clf = load(models["onnx"], backend="openvino", threads=2)
+    b, x = clf.backend, np.resize(REF_IMAGES, (64, 28, 28))
+    assert b.stream_trial.candidates == (1, 2) and b.streams_for(64) == 1  # undecided: one
+    # below PARALLEL_BATCH, or a batch that does not split evenly: one request, no trial
+    assert not b._streamable(PARALLEL_BATCH - 2) and not b._streamable(PARALLEL_BATCH + 1)
+    expect = ref.logits(x)
+    for _ in range(2 * (TRIAL_WARM + TRIAL_CALLS)):
+        assert compare(expect, clf.logits(x), tolerance=FP32)["passed"]
+    assert b.stream_trial.choice in (1, 2)
+    assert {k: len(v) for k, v in b.stream_trial.times.items()} == {
+        1: TRIAL_WARM + TRIAL_CALLS, 2: TRIAL_WARM + TRIAL_CALLS}
+    assert list(b._streamed) == [32] and len(b._streamed[32]) == 2  # two requests of 32 images
+    assert b.streams_for(64) == b.stream_trial.choice and b.streams_for(63) == 1
+    # the streamed path on its own says what the one-request path says
+    b.stream_trial.choice = 2
+    assert compare(expect, clf.logits(x), tolerance=FP32)["passed"]
+    # one thread: nothing to split
+    assert not load(models["onnx"], backend="openvino", threads=1).backend._streamable(64)
+
+
+@needs_openvino
 def test_openvino_is_imported_only_when_asked_for(models):  # noqa: F811
     code = ("import sys, numpy as np, mnistopt.runtime as rt\n"
             "rt.load(sys.argv[1]).predict(np.zeros((1, 28, 28), np.uint8))\n"

@@ -113,6 +113,8 @@ def _measure(a) -> dict:
                                                iters=a.iters, budget_s=a.budget), b)
         if hasattr(session, "threads_for"):  # the runtime picks threads per call size
             latency[str(b)]["threads"] = session.threads_for(b)
+        if getattr(session, "streams_for", None) and session.streams_for(b) > 1:
+            latency[str(b)]["streams"] = session.streams_for(b)
     return {
         "coldstart": cold,
         "accuracy": accuracy(logits, y),

@@ -62,6 +62,11 @@ class Artifact:
         """Threads a call of `batch` images runs on (the runtime's choice unless set)."""
         return self.clf.backend.threads_for(batch)
 
+    def streams_for(self, batch: int) -> int:
+        """Requests a call of `batch` images runs as at once (OpenVINO's streams; else 1)."""
+        fn = getattr(self.clf.backend, "streams_for", None)
+        return fn(batch) if fn else 1
+
     def prepare(self, images: np.ndarray):
         return self.clf.prepare(np.ascontiguousarray(images))
 
