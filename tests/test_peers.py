@@ -274,8 +274,16 @@ def test_openvino_streams_large_calls_and_keeps_what_its_trial_timed_faster(mode
     # the streamed path on its own says what the one-request path says
     b.stream_trial.choice = 2
     assert compare(expect, clf.logits(x), tolerance=FP32)["passed"]
-    # one thread: nothing to split
+    # one thread: nothing to split; streams=1 (what the OpenVINO peers run): never split
     assert not load(models["onnx"], backend="openvino", threads=1).backend._streamable(64)
+    one = load(models["onnx"], backend="openvino", threads=2, options={"streams": 1}).backend
+    assert not one._streamable(64) and one.streams_for(64) == 1
+    with pytest.raises(ConfigError, match="streams must be one of auto, 1"):
+        load(models["onnx"], backend="openvino", options={"streams": 3})
+    from mnistopt.targets.peer_backends import OpenVINO
+
+    peer = OpenVINO(models["onnx"], 2, "cpu").clf.backend
+    assert peer.stream_trial.candidates == (1,) and peer.precision == "default"
 
 
 @needs_openvino

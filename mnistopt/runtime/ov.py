@@ -14,7 +14,9 @@ stream counts, the same mechanism as the runtimes' thread trial) and the faster 
 
 Precision: `options={"precision": ...}` — "f32" (default: the file's own arithmetic, what parity
 checks expect), or "default": OpenVINO's choice for this CPU, which is bfloat16 on CPUs with
-AVX512-BF16 or AMX (faster, not numerically the file).
+AVX512-BF16 or AMX (faster, not numerically the file). `options={"streams": 1}`: every call is
+one request on all threads, as OpenVINO's own latency default runs it ("auto", the default:
+the stream trial above decides for large calls).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ MAX_SHAPES = 4
 # mnistopt model's weights are under 2 MB).
 MAX_IR_BYTES = 256 << 20
 PRECISIONS = ("f32", "default")
+STREAMS = ("auto", 1)
 
 
 def compile_config(threads: int, precision: str = "f32", streams: int = 1) -> dict:
@@ -58,7 +61,7 @@ def _info(port, default_name: str) -> TensorInfo:
 
 class OpenVINOBackend(Backend):
     name, format, extra = "openvino", "onnx", "openvino"
-    options = frozenset({"precision"})
+    options = frozenset({"precision", "streams"})
 
     def __init__(self, path: Path, *, threads: int, device: str, profile: bool = False,
                  options: dict | None = None):
@@ -67,6 +70,9 @@ class OpenVINOBackend(Backend):
             raise DeviceError(f"the openvino backend runs on the CPU here (device '{device}' was "
                               "asked for); use onnxruntime with device='cuda' for a GPU")
         self.precision = (options or {}).get("precision", "f32")
+        streams = (options or {}).get("streams", "auto")
+        if streams not in STREAMS:
+            raise ConfigError(f"openvino streams must be one of auto, 1, got {streams!r}")
         self._config = compile_config(threads, self.precision)
         ov = require("openvino", self.extra, "running models with OpenVINO")
         self._check_size(path)
@@ -88,7 +94,7 @@ class OpenVINOBackend(Backend):
         self._static: dict[int, object] = {}
         self._streamed: dict[int, list] = {}  # share size -> its `streams` infer requests
         # Stream counts for large calls: 1 (one request on every thread), or one per thread.
-        self.stream_trial = ThreadTrial((1, self.threads))
+        self.stream_trial = ThreadTrial((1, self.threads) if streams == "auto" else (1,))
         self._lock = threading.Lock()
 
     def _check_size(self, path: Path) -> None:
@@ -128,7 +134,7 @@ class OpenVINOBackend(Backend):
 
     def _streamable(self, n: int) -> bool:
         s = self.threads
-        return (s > 1 and n >= PARALLEL_BATCH and n % s == 0 and bool(self.input.shape)
+        return (s > 1 and len(self.stream_trial.candidates) > 1 and n >= PARALLEL_BATCH and n % s == 0 and bool(self.input.shape)
                 and self.input.shape[0] == -1)
 
     def _stream_requests(self, share: int, streams: int) -> list | None:
