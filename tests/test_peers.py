@@ -274,6 +274,14 @@ def test_openvino_streams_large_calls_and_keeps_what_its_trial_timed_faster(mode
     # the streamed path on its own says what the one-request path says
     b.stream_trial.choice = 2
     assert compare(expect, clf.logits(x), tolerance=FP32)["passed"]
+    # no room left for another share size: that batch runs (and says it runs) as one request
+    from mnistopt.runtime.ov import MAX_SHAPES
+
+    for share in range(100, 100 + MAX_SHAPES - 1):
+        b._streamed[share] = b._streamed[32]
+    assert b._streamable(64) and not b._streamable(96) and b.streams_for(96) == 1
+    assert compare(ref.logits(np.resize(x, (96, 28, 28))),
+                   clf.logits(np.resize(x, (96, 28, 28))), tolerance=FP32)["passed"]
     # one thread: nothing to split; streams=1 (what the OpenVINO peers run): never split
     assert not load(models["onnx"], backend="openvino", threads=1).backend._streamable(64)
     one = load(models["onnx"], backend="openvino", threads=2, options={"streams": 1}).backend

@@ -133,13 +133,16 @@ class OpenVINOBackend(Backend):
         return self.stream_trial.current() if self._streamable(batch) else 1
 
     def _streamable(self, n: int) -> bool:
+        """Whether a call of `n` images can be split: large, in equal shares of a free batch,
+        with a share size already compiled for or room for one more (MAX_SHAPES)."""
         s = self.threads
-        return (s > 1 and len(self.stream_trial.candidates) > 1 and n >= PARALLEL_BATCH and n % s == 0 and bool(self.input.shape)
-                and self.input.shape[0] == -1)
+        return (len(self.stream_trial.candidates) > 1 and n >= PARALLEL_BATCH and n % s == 0
+                and bool(self.input.shape) and self.input.shape[0] == -1
+                and (n // s in self._streamed or len(self._streamed) < MAX_SHAPES))
 
-    def _stream_requests(self, share: int, streams: int) -> list | None:
+    def _stream_requests(self, share: int, streams: int) -> list:
         reqs = self._streamed.get(share)
-        if reqs is None and len(self._streamed) < MAX_SHAPES:
+        if reqs is None:
             model = self._model.clone()
             model.reshape({0: [share, *self.input.shape[1:]]})
             compiled = self._core.compile_model(
@@ -156,11 +159,9 @@ class OpenVINOBackend(Backend):
         # result stays valid after the next call.
         return req.infer({0: x}, share_inputs=True)[0]
 
-    def _run_streams(self, x: np.ndarray, streams: int) -> np.ndarray | None:
+    def _run_streams(self, x: np.ndarray, streams: int) -> np.ndarray:
         share = x.shape[0] // streams
         reqs = self._stream_requests(share, streams)
-        if reqs is None:
-            return None
         for i, req in enumerate(reqs):
             req.start_async({0: x[i * share:(i + 1) * share]}, share_inputs=True)
         for req in reqs:
@@ -175,9 +176,7 @@ class OpenVINOBackend(Backend):
             trial = self.stream_trial
             streams = trial.next()
             t0 = time.perf_counter()
-            out = self._run_streams(x, streams) if streams > 1 else None
-            if out is None:
-                streams, out = 1, self._run_one(x)
+            out = self._run_streams(x, streams) if streams > 1 else self._run_one(x)
             if trial.choice is None:
                 trial.record(streams, (time.perf_counter() - t0) / n)
             return out
