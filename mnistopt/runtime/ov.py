@@ -113,11 +113,11 @@ class OpenVINOBackend(Backend):
         except Exception:  # metadata is a hint; a model without readable metadata still runs
             return {}
 
-    def _compile_for(self, batch: int):
-        """An infer request of the model compiled for exactly `batch` images."""
+    def _compile_for(self, batch: int, config: dict | None = None):
+        """The model compiled for exactly `batch` images, with `config` or the backend's own."""
         model = self._model.clone()
         model.reshape({0: [batch, *self.input.shape[1:]]})
-        return self._core.compile_model(model, "CPU", self._config).create_infer_request()
+        return self._core.compile_model(model, "CPU", config or self._config)
 
     def _request(self, n: int):
         """The request compiled for `n` images, compiled now for the first MAX_SHAPES sizes;
@@ -125,7 +125,7 @@ class OpenVINOBackend(Backend):
         req = self._static.get(n)
         if req is None and len(self._static) < MAX_SHAPES and (
                 not self.input.shape or self.input.shape[0] in (-1, n)):
-            req = self._static[n] = self._compile_for(n)
+            req = self._static[n] = self._compile_for(n).create_infer_request()
         return req
 
     def streams_for(self, batch: int) -> int:
@@ -143,10 +143,8 @@ class OpenVINOBackend(Backend):
     def _stream_requests(self, share: int, streams: int) -> list:
         reqs = self._streamed.get(share)
         if reqs is None:
-            model = self._model.clone()
-            model.reshape({0: [share, *self.input.shape[1:]]})
-            compiled = self._core.compile_model(
-                model, "CPU", compile_config(self.threads, self.precision, streams))
+            config = compile_config(self.threads, self.precision, streams)
+            compiled = self._compile_for(share, config)
             reqs = self._streamed[share] = [compiled.create_infer_request()
                                             for _ in range(streams)]
         return reqs
