@@ -199,6 +199,40 @@ def test_int8_preset_follows_the_cpu():
     assert s["reduce_range"] is False and "dot-product" in why
 
 
+@pytest.mark.slow
+@pytest.mark.skipif(not HAS_LITERT, reason="needs the litert extra (litert-torch)")
+def test_torch_tflite_int8_float_stem_follows_the_cpu(runs, small, tmp_path):
+    """Without VNNI the stem of a torch -> TFLite int8 file stays float (tflite_int8); with VNNI,
+    or asked for full integer, every op is int8 and TFLite Micro takes the file."""
+    from mnistopt.errors import McuError
+    from mnistopt.hw import parse_cpuinfo
+    from mnistopt.mcu.micro import check_int8
+    from mnistopt.runtime.flatbuf import read_tflite
+
+    avx2 = parse_cpuinfo("model name : X\nflags : sse4_1 avx2 fma\n", "x86_64")
+    vnni = parse_cpuinfo("model name : X\nflags : avx2 fma avx512f avx512_vnni\n", "x86_64")
+    files = {}
+    for name, cpu, full in [("avx2", avx2, False), ("vnni", vnni, False), ("full", avx2, True)]:
+        [art] = export(runs("torch"), "tflite", "int8", calib_samples=64, out=tmp_path / name,
+                       data=small, progress=False, cpu=cpu, full_int8=full)
+        assert art.report["passed"] and art.report["top1_agreement"] >= 0.99
+        files[name] = art
+    stem = files["avx2"].metadata["quantize"]["settings"]
+    # LeNet-5's space-to-depth stem, through its max-pool over the four sub-pixel groups
+    assert stem["full_int8"] is False and stem["float_ops"][-3:] == ["MAX_POOL_2D", "RESHAPE", "TRANSPOSE"]
+    assert "stays float" in files["avx2"].metadata["quantize"]["reason"]
+    model = read_tflite(files["avx2"].path.read_bytes())
+    convs = [op for op in model.operators if op.name == "CONV_2D"]
+    assert model.tensors[convs[0].outputs[0]].dtype == "float32"  # the stem's conv
+    assert model.tensors[convs[1].outputs[0]].dtype == "int8"
+    with pytest.raises(McuError, match="--full-int8"):
+        check_int8(model, "avx2")
+    for name in ("vnni", "full"):
+        s = files[name].metadata["quantize"]["settings"]
+        assert s["float_ops"] == [] and s["full_int8"] is True
+        check_int8(read_tflite(files[name].path.read_bytes()), name)
+
+
 # --- errors --------------------------------------------------------------------------------
 
 def test_failed_validation_writes_nothing(runs, small, tmp_path):
@@ -223,6 +257,11 @@ def test_zero_calibration_samples(runs, tmp_path):
     with pytest.raises(ConfigError, match="calib-samples"):
         export(runs("torch"), "onnx", "int8", calib_samples=0, out=tmp_path)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_full_int8_needs_int8(runs, tmp_path):
+    with pytest.raises(ConfigError, match="--full-int8 is about int8 files"):
+        export(runs("torch"), "onnx", "none", out=tmp_path, full_int8=True, progress=False)
 
 
 def test_fixed_batch_only_where_files_have_one(runs, tmp_path):

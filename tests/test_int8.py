@@ -1,6 +1,6 @@
 """ONNX int8: the exact graph rewrites (tiny hand-built models, same outputs before and after),
-the per-CPU choice of float convs, the int8 file's integer edges through the runtime, and the
-runtime's automatic threads."""
+the per-CPU choice of float convs (and of the TFLite files' float stem), the int8 file's integer
+edges through the runtime, and the runtime's automatic threads."""
 
 from __future__ import annotations
 
@@ -169,6 +169,39 @@ def test_convsym_rule_per_cpu():
     assert depthwise_fits(24, 24, 24, ARM)[0] and "grouped" in depthwise_fits(2, 16, 16, ZEN4)[1]
 
 
+def _tflite(ops, shapes):
+    """A parsed-TFLite stand-in: ops [(name, [input tensors], [output tensors])], tensor shapes."""
+    return SimpleNamespace(
+        operators=[SimpleNamespace(name=n, inputs=tuple(i), outputs=tuple(o)) for n, i, o in ops],
+        tensors=[SimpleNamespace(name=f"t{k}", shape=list(s)) for k, s in enumerate(shapes)])
+
+
+def test_tflite_float_stem_per_cpu_and_the_stem_found():
+    from mnistopt.export.tflite_int8 import float_stem_plan, op_scope, stem_ops
+
+    assert float_stem_plan(AVX2)[0] and "VNNI" in float_stem_plan(AVX2)[1]
+    assert float_stem_plan(ZEN4) == (False, "") and float_stem_plan(ARM) == (False, "")
+    keep, why = float_stem_plan(AVX2, full_int8=True)
+    assert not keep and "full integer" in why
+    # edge as litert-torch writes it: NCHW normalisation, reshape, the one-channel conv, then
+    # a conv reading 8 channels, where the stem ends.
+    edge = _tflite([("SUB", [0, 9], [1]), ("MUL", [1, 9], [2]), ("RESHAPE", [2], [3]),
+                    ("DEPTHWISE_CONV_2D", [3, 9], [4]), ("CONV_2D", [4, 9], [5]),
+                    ("FULLY_CONNECTED", [5, 9], [6])],
+                   [(1, 1, 28, 28)] * 3 + [(1, 28, 28, 1), (1, 26, 26, 8), (1, 24, 24, 16), (1, 10),
+                                           (), (), (9,)])
+    assert stem_ops(edge) == [0, 1, 2, 3]
+    # LeNet-5's space-to-depth stem reads 4 channels: it ends at the conv reading 6.
+    lenet = _tflite([("DEPTHWISE_CONV_2D", [0, 9], [1]), ("CONV_2D", [1, 9], [2]),
+                     ("REDUCE_MAX", [2], [3]), ("CONV_2D", [3, 9], [4])],
+                    [(1, 32, 32, 1), (1, 16, 16, 4), (1, 14, 14, 24), (1, 14, 14, 6), (1, 10, 10, 16),
+                     (), (), (), (), (9,)])
+    assert stem_ops(lenet) == [0, 1, 2]
+    # A net that never reads more than 4 channels has no stem to keep float.
+    assert stem_ops(_tflite([("CONV_2D", [0, 1], [2])], [(1, 28, 28, 1), (4,), (1, 26, 26, 4)])) == []
+    assert op_scope(edge, 3) == "t4;"
+
+
 def test_static_int8_keeps_the_first_conv_float(tmp_path):
     """The whole int8 path on a tiny model: first conv (1 input channel) float, the rest int8,
     close to the float model through the runtime."""
@@ -178,9 +211,10 @@ def test_static_int8_keeps_the_first_conv_float(tmp_path):
     fp32 = tmp_path / "fp32.onnx"
     onnx.save(torch_like(), str(fp32))
     calib = RNG.integers(0, 256, (128, 28, 28)).astype(np.uint8)
-    ctx = SimpleNamespace(cpu=ZEN4, calib=calib, calib_source="random")
+    ctx = SimpleNamespace(cpu=ZEN4, calib=calib, calib_source="random", full_int8=False)
     path, settings, reason = static_int8(fp32, tmp_path, ctx)
     assert [c["cin"] for c in settings["float_convs"]] == [1] and "kept float" in reason
+    assert settings["full_int8"] is False
     assert settings["reduce_range"] is False
     assert any("GlobalAveragePool" in r for r in settings["rewrites"])
     model = onnx.load(str(path))
@@ -196,6 +230,16 @@ def test_static_int8_keeps_the_first_conv_float(tmp_path):
     (tmp_path / "avx2").mkdir()
     _, avx2, why = static_int8(fp32, tmp_path / "avx2", SimpleNamespace(**{**vars(ctx), "cpu": AVX2}))
     assert avx2["reduce_range"] is True and "saturate" in why
+    # Full integer: the one-channel conv is int8 too, and still close to the float model.
+    (tmp_path / "full").mkdir()
+    path, full, why = static_int8(fp32, tmp_path / "full", SimpleNamespace(**{**vars(ctx), "full_int8": True}))
+    assert full["float_convs"] == [] and full["full_int8"] is True and "full integer" in why
+    model = onnx.load(str(path))
+    init_names = {t.name for t in model.graph.initializer}
+    assert all(n.input[1] not in init_names for n in model.graph.node if n.op_type == "Conv")
+    got = load(path, threads=1).logits(x)
+    # One more quantized layer on a random net: a looser bound than the float-stem file's.
+    assert np.abs(got - ref).max() <= 0.2 * np.abs(ref).max()
 
 
 def test_runtime_threads_automatic_and_asked(tmp_path):

@@ -45,6 +45,9 @@ class Context:
     progress: bool = True
     cpu: Any = None  # hw.CpuInfo; None = this machine
     batch: int = 1  # images per call, for paths whose files have a fixed batch
+    # int8: every op in integer arithmetic (microcontrollers, NPUs) instead of the ops that are
+    # faster in float on `cpu` left float (onnx_int8.float_convs, tflite_int8.float_stem_plan).
+    full_int8: bool = False
     # What the current format's `convert` changed in the graph on the way (exact rewrites),
     # one line each; it is emptied before each convert and lands in every file's metadata.
     graph: list = field(default_factory=list)
@@ -79,12 +82,16 @@ def export(run, format: str | Sequence[str] = "onnx", quantize: str | Sequence[s
            calib_samples: int = DEFAULT_CALIB, opset: int = DEFAULT_OPSET,
            out: str | os.PathLike | None = None, validate: bool = True,
            atol: float | None = None, data=None, progress: bool = True, cpu=None,
-           batch: int = 1) -> list[Artifact]:
+           batch: int = 1, full_int8: bool = False) -> list[Artifact]:
     """Export `run` (a Run or its directory) to each format x quantize mode; return the artifacts.
 
     `batch`: images per call for the paths whose files have a fixed batch (torch -> TFLite);
     their file names then end in -bN. A larger batch serves throughput (one call per N images
     instead of N calls); a batch-1 call on such a file pads to N.
+
+    int8 files keep float the few ops whose int8 form is slower on `cpu` (default: this
+    machine; the file's metadata lists them); `full_int8` makes every op integer, for
+    microcontrollers and NPUs.
 
     Each file is validated on the full test set of `data` (MNIST by default) before it is
     written; a failure raises a ValidationError subclass and leaves no file behind.
@@ -113,6 +120,8 @@ def export(run, format: str | Sequence[str] = "onnx", quantize: str | Sequence[s
                               f"{run.framework} -> {fmt} files take any batch")
         jobs.append((fmt, exp))
     needs_calib = "int8" in modes
+    if full_int8 and not needs_calib:
+        raise ConfigError("--full-int8 is about int8 files: add --quantize int8")
     if needs_calib and (calib_samples is None or calib_samples < 1):
         raise ConfigError(f"--calib-samples must be at least 1 for int8, got {calib_samples}")
     many = len(fmts) * len(modes) > 1
@@ -131,6 +140,7 @@ def export(run, format: str | Sequence[str] = "onnx", quantize: str | Sequence[s
     if needs_calib and batch > len(calib):
         raise ConfigError(f"--batch {batch} is more than the {len(calib)} calibration images")
     ctx = Context(opset=opset, progress=progress, cpu=cpu, calib=calib, batch=batch,
+                  full_int8=bool(full_int8),
                   calib_source=f"training set, {len(calib)} images drawn with seed 0" if needs_calib else "")
 
     native = None

@@ -81,8 +81,13 @@ def export_command(
         help="Max |logit diff| allowed, overriding each path's own tolerance")] = None,
     quiet: Annotated[bool, typer.Option(help="No progress bars")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the reports as JSON")] = False,
+    full_int8: Annotated[bool, typer.Option(
+        "--full-int8", help="int8: every op in integer arithmetic (microcontrollers, NPUs) [default: "
+                            "ops that this CPU runs faster in float, e.g. a one-channel first conv, "
+                            "stay float]")] = False,
     c_array: Annotated[Optional[Path], typer.Option(
-        "--c-array", help="Also write each int8 .tflite as a C source/header pair (firmware) into this folder")] = None,
+        "--c-array", help="Also write each int8 .tflite as a C source/header pair (firmware) into "
+                          "this folder; implies --full-int8")] = None,
     trust_savedmodel: Annotated[bool, typer.Option(
         "--trust-savedmodel", help="Load a tf run that has no weights.npz from its SavedModel, "
                                    "which runs the graph stored in it: only for runs you trust")] = False,
@@ -106,7 +111,8 @@ def export_command(
         run = latest_run()
         typer.echo(f"exporting {run.path} (the newest run in the workspace)", err=True)
     arts = export(run, fmt, modes, calib_samples=calib_samples, opset=opset, out=out,
-                  validate=validate, atol=atol, progress=not quiet and not as_json, batch=batch)
+                  validate=validate, atol=atol, progress=not quiet and not as_json, batch=batch,
+                  full_int8=full_int8 or c_array is not None)  # firmware runs integer ops only
     rows = [summary(a) for a in arts]
     if c_array is not None:
         _write_c_arrays(rows, c_array)

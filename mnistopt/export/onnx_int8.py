@@ -13,6 +13,7 @@ What decides it (onnxruntime's MLAS, measured on the models here):
 - The exact rewrites of `onnx_graph` around it: mean -> GlobalAveragePool, the input
   normalisation folded into a conv that does not pad, channels padded to a multiple of 4,
   uint8 pixels in where the input is quantized exactly so.
+- `full_int8` (Context): every conv int8, for integer-only targets, whatever the speed.
 """
 
 from __future__ import annotations
@@ -156,7 +157,7 @@ def static_int8(fp32: Path, workdir: Path, ctx) -> tuple[Path, dict, str]:
     # fusion) before quantizing, as onnxruntime recommends.
     quant_pre_process(str(rewritten), str(pre), skip_symbolic_shape=False)
     pre_model = onnx.load(str(pre))
-    keep = float_convs(pre_model, cpu)
+    keep = [] if ctx.full_int8 else float_convs(pre_model, cpu)
     exclude = [c["name"] for c in keep]
     first = G.input_chain(pre_model)
     if first[1] is not None and first[1].name in exclude:
@@ -199,10 +200,13 @@ def static_int8(fp32: Path, workdir: Path, ctx) -> tuple[Path, dict, str]:
     onnx.save_model(model, str(out))
 
     settings["float_convs"] = keep
+    settings["full_int8"] = not keep
     settings["rewrites"] = rewrites
     settings["calibration_samples"] = int(len(ctx.calib))
     settings["calibration_source"] = ctx.calib_source
     if keep:
         reason += ("; convs kept float where MLAS's fast int8 conv does not apply: "
                    + ", ".join(f"{c['cin']}->{c['cout']} ({c['why']})" for c in keep))
+    elif ctx.full_int8:
+        reason += "; every conv int8 (full integer asked for), also where MLAS's fast kernel does not apply"
     return out, settings, reason

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import re
 from pathlib import Path
 
 import numpy as np
@@ -62,7 +63,7 @@ _TF_SETTINGS = {
              "to float32"),
     "int8": ({"converter": "TFLiteConverter", "optimizations": ["DEFAULT"],
               "supported_ops": ["TFLITE_BUILTINS_INT8"], "inference_input_type": "int8",
-              "inference_output_type": "int8", "per_channel": True},
+              "inference_output_type": "int8", "per_channel": True, "full_int8": True},
              "full-integer: int8 weights (per channel) and activations calibrated on training "
              "images, int8 I/O so integer-only accelerators (Edge TPU, MCUs, NPUs) run it whole"),
 }
@@ -159,6 +160,10 @@ def _aeq(run, fp32: Path, mode: str, workdir: Path, ctx) -> tuple[Path, dict, st
                     "calibration_source": ctx.calib_source}
         reason = ("int8 weights and activations via ai-edge-quantizer (litert-torch's PT2E int8 "
                   "path fails on small ConvNets, #752); float I/O, quantized inside")
+        settings["float_ops"], why = _float_stem(q, fp32, ctx)
+        settings["full_int8"] = not settings["float_ops"]
+        if why:
+            reason += f"; {why}"
     elif mode == "dynamic":
         q.load_quantization_recipe(recipe.dynamic_wi8_afp32())
         settings = {"tool": "ai-edge-quantizer", "recipe": "dynamic_wi8_afp32"}
@@ -192,6 +197,32 @@ def _aeq(run, fp32: Path, mode: str, workdir: Path, ctx) -> tuple[Path, dict, st
     out.write_bytes(bytes(result.quantized_model))
     _check_size(out, mode, run)
     return out, settings, reason
+
+
+def _float_stem(q, fp32: Path, ctx) -> tuple[list[str], str]:
+    """Leave the stem float in the quantizer's recipe where the CPU wants it (`tflite_int8`);
+    (the stem's op names, why) or ([], why)."""
+    from ai_edge_quantizer import qtyping, quantizer
+
+    from ..hw import cpu_info
+    from ..runtime.flatbuf import read_tflite
+    from .tflite_int8 import float_stem_plan, op_scope, stem_ops
+
+    wanted, why = float_stem_plan(ctx.cpu or cpu_info(), ctx.full_int8)
+    if not wanted:
+        return [], why
+    model = read_tflite(fp32.read_bytes(), str(fp32))
+    stem = stem_ops(model)
+    for i in stem:
+        name = model.operators[i].name
+        if hasattr(qtyping.TFLOperationName, name):  # the others it never quantizes
+            # The latest matching entry wins over the recipe's catch-all.
+            q.update_quantization_recipe(
+                regex=f"^{re.escape(op_scope(model, i))}$",
+                operation_name=getattr(qtyping.TFLOperationName, name),
+                algorithm_key=quantizer.AlgorithmName.NO_QUANTIZE)
+    names = [model.operators[i].name for i in stem]
+    return names, (f"{why} ({', '.join(names)})" if names else "")
 
 
 def _signature_inputs(path: Path) -> list[str]:

@@ -125,5 +125,11 @@ class SpaceToDepthStem(nn.Module):
         if self.pad:
             x = F.pad(x, (self.pad,) * 4)
         x = F.conv2d(x, self.onehot, stride=2)  # (N, 4, H/2, W/2): space-to-depth
-        y = F.relu(self.conv(x))  # (N, 4C, ...): channel (2a + b) * C + c
-        return y.reshape(y.shape[0], 4, self.channels, *y.shape[2:]).amax(1)
+        y = F.relu(self.conv(x))  # (N, 4C, H, W): channel (2a + b) * C + c
+        # The max over the four groups as a max-pool (1 x 4) over (N, C, H*W, 4): litert-torch
+        # lowers it to MAX_POOL_2D, which has int8 kernels in XNNPACK and TFLite Micro. An
+        # amax over the group axis became a REDUCE_MAX the quantizer leaves float, between a
+        # dequantize and a quantize, so a full-integer file could not be had.
+        n, _, h, w = y.shape
+        z = y.reshape(n, 4, self.channels, h * w).permute(0, 2, 3, 1)
+        return F.max_pool2d(z, (1, 4)).reshape(n, self.channels, h, w)

@@ -102,7 +102,7 @@ def check_int8(model: TFLiteModel, name: str) -> None:
         raise McuError(
             f"{name} is not an int8 model ({', '.join(dict.fromkeys(float_ops))} compute in "
             "float): microcontroller targets need a full-integer int8 TFLite model; export "
-            "one with int8 quantization (`mnistopt export --quant int8`)")
+            "one with `mnistopt export RUN --format tflite --quantize int8 --full-int8`")
 
 
 def load(path: str | Path) -> tuple[bytes, TFLiteModel]:

@@ -50,7 +50,8 @@ def finalize(study, cfg: SearchConfig, pick: int | None = None, epochs: int = 15
     mnist = load_data(cfg)
     t0 = time.time()
     run = train(TrainConfig(**tc), out / "run", data=mnist, progress=cfg.progress)
-    arts = export(run, cfg.format, ["none", "int8"], out=out, data=mnist, progress=cfg.progress)
+    arts = export(run, cfg.format, ["none", "int8"], out=out, data=mnist, progress=cfg.progress,
+                  full_int8=cfg.target.kind == "mcu")
     fp32, int8 = (a.report for a in arts)
     val = (mnist.x_test, mnist.y_test)  # measured on the test set: this is the report
     figures = measure(arts[1].path, cfg.target, val, out)

@@ -200,7 +200,7 @@ class Objective:
         from ..export import export
 
         [art] = export(run, self.cfg.format, "int8", out=trial_dir, data=self.train_part,
-                       progress=False)
+                       progress=False, full_int8=self.cfg.target.kind == "mcu")
         return art
 
 
