@@ -172,3 +172,17 @@ def test_importing_tensorflow_after_mnistopt_prints_nothing():
                        capture_output=True, text=True, env=env)
     assert r.returncode == 0 and r.stdout.strip() == "2.0"
     assert r.stderr == "", r.stderr
+
+
+@pytest.mark.parametrize("args, full", [([], False), (["--full-int8"], True),
+                                        (["--c-array", "fw"], True)])
+def test_export_full_int8_flag_and_c_array_imply_it(args, full, capsys, monkeypatch, tmp_path):
+    """Firmware runs integer ops only: --c-array asks the exporter for a full-integer file."""
+    import mnistopt.export as ex
+
+    seen = {}
+    monkeypatch.setattr(ex, "export", lambda *a, **kw: seen.update(kw) or [])
+    rc, _, err = run_main(["export", str(tmp_path), "-f", "tflite", "-q", "int8",
+                           *[str(tmp_path / a) if a == "fw" else a for a in args]], capsys)
+    assert rc == 0, err
+    assert seen["full_int8"] is full
