@@ -227,6 +227,8 @@ def test_torch_tflite_int8_float_stem_follows_the_cpu(runs, small, tmp_path):
     assert model.tensors[convs[1].outputs[0]].dtype == "int8"
     with pytest.raises(McuError, match="--full-int8"):
         check_int8(model, "avx2")
+    assert files["full"].path.name == "lenet5-torch-int8-full.tflite"  # another file, another name
+    assert files["vnni"].path.name == "lenet5-torch-int8.tflite"
     for name in ("vnni", "full"):
         s = files[name].metadata["quantize"]["settings"]
         assert s["float_ops"] == [] and s["full_int8"] is True

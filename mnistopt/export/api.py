@@ -60,14 +60,16 @@ def calibration_images(data, n: int, seed: int = 0) -> np.ndarray:
     return data.x_train[np.sort(idx)]
 
 
-def default_path(run, fmt: str, mode: str, batch: int = 1) -> Path:
-    tag = QUANT_TAGS[mode] + (f"-b{batch}" if batch != 1 else "")
+def default_path(run, fmt: str, mode: str, batch: int = 1, full_int8: bool = False) -> Path:
+    # A full-integer file is another file than the one made for this CPU: its own name.
+    tag = (QUANT_TAGS[mode] + ("-full" if full_int8 and mode == "int8" else "")
+           + (f"-b{batch}" if batch != 1 else ""))
     return run.path / "export" / f"{run.arch}-{run.framework}-{tag}{FORMATS[fmt]}"
 
 
-def _target(run, fmt, mode, out, many: bool, batch: int = 1) -> Path:
+def _target(run, fmt, mode, out, many: bool, batch: int = 1, full_int8: bool = False) -> Path:
     if out is None:
-        return default_path(run, fmt, mode, batch)
+        return default_path(run, fmt, mode, batch, full_int8)
     out = Path(out)
     if out.suffix in (".onnx", ".tflite"):
         if many:
@@ -75,7 +77,7 @@ def _target(run, fmt, mode, out, many: bool, batch: int = 1) -> Path:
         if out.suffix != FORMATS[fmt]:
             raise ConfigError(f"--out {out}: a {fmt} file should end in {FORMATS[fmt]}")
         return out
-    return out / default_path(run, fmt, mode, batch).name
+    return out / default_path(run, fmt, mode, batch, full_int8).name
 
 
 def export(run, format: str | Sequence[str] = "onnx", quantize: str | Sequence[str] = "none", *,
@@ -125,7 +127,7 @@ def export(run, format: str | Sequence[str] = "onnx", quantize: str | Sequence[s
     if needs_calib and (calib_samples is None or calib_samples < 1):
         raise ConfigError(f"--calib-samples must be at least 1 for int8, got {calib_samples}")
     many = len(fmts) * len(modes) > 1
-    targets = {(f, m): _target(run, f, m, out, many, batch) for f in fmts for m in modes}
+    targets = {(f, m): _target(run, f, m, out, many, batch, full_int8) for f in fmts for m in modes}
     for target in targets.values():  # a bad location fails now, not after the conversion
         check_output(target, "--out" if out is not None else "output")
         check_output(sidecar_path(target), "--out" if out is not None else "output")
