@@ -159,7 +159,7 @@ def _aeq(run, fp32: Path, mode: str, workdir: Path, ctx) -> tuple[Path, dict, st
                     "calibration_samples": int(len(ctx.calib)),
                     "calibration_source": ctx.calib_source}
         reason = ("int8 weights and activations via ai-edge-quantizer (litert-torch's PT2E int8 "
-                  "path fails on small ConvNets, #752); float I/O, quantized inside")
+                  "path fails on small ConvNets, #752); int8 in and out, on the scales the file records")
         settings["float_ops"], why = _float_stem(q, fp32, ctx)
         settings["full_int8"] = not settings["float_ops"]
         if why:
