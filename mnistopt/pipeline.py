@@ -122,7 +122,7 @@ def demo(*, force: bool = False, until: str = "bench", frameworks=("torch", "ker
     else:
         _say(f"[4/5] bench: {len(runs)} runs and their artifacts, each in a fresh process")
         settings = Settings(iters=iters, budget_s=budget_s, progress=progress)
-        rep = bench([r.path for r in runs], settings, device="cpu")
+        rep = bench([r.path for r in runs], settings, device="cpu", paired=True)
         R.save_json(rep, js)
     _say(f"[5/5] report: {js}, {md}, {png}")
     R.plot(rep, png)

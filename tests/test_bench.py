@@ -239,12 +239,30 @@ def test_cli_end_to_end_smoke(tmp_path, lin_model, mnist):
     assert res["accuracy"] == direct and res["n_images"] == 10000
 
 
+def test_paired_child_times_two_files_in_rounds(lin_model, tmp_path):
+    """The paired timing's child: two real files in one process; its failures come back as data."""
+    from mnistopt.bench.paired import attach, run_pair
+
+    a = {"id": "a", "backend": "onnxruntime", "path": str(lin_model)}
+    res = run_pair(a, {**a, "id": "b"}, 4, "cpu", threads=1, rounds=3)
+    assert res["rounds"] == 3 and res["ratio"] > 0 and res["p50_us"] > 0 and res["vs_p50_us"] > 0
+    bad = run_pair(a, {**a, "path": str(tmp_path / "gone.onnx")}, 1, "cpu", rounds=1)
+    assert set(bad) == {"error"} and "gone.onnx" in bad["error"]
+    # Records of one arch's int8 and fp32 files: the int8 record gets the pair's timing.
+    recs = [{"id": f"edge-{q}.onnx", "arch": "edge", "quant": q, "kind": "artifact",
+             "framework": "torch", "backend": "onnxruntime", "path": str(lin_model), "accuracy": 0.9,
+             "latency": {"1": {"p50_us": 50.0, "images_per_s": 2e4}}} for q in ("int8", "fp32")]
+    attach(recs, "cpu", threads=1, rounds=2, progress=False)
+    assert recs[0]["paired"]["1"]["vs"] == "edge-fp32.onnx" and recs[0]["paired"]["1"]["rounds"] == 2
+    assert "paired" not in recs[1]
+
+
 @pytest.fixture
 def canned_bench(monkeypatch):
     """`mnistopt bench` on a synthetic report: the CLI's decisions without a clock."""
     reports = []
 
-    def fake_bench(paths, settings, device, peers=None, runtimes=None):
+    def fake_bench(paths, settings, device, peers=None, runtimes=None, paired=False):
         rep = copy.deepcopy(reports[-1])
         rep.setdefault("failures", [])
         return rep

@@ -153,3 +153,54 @@ def test_peak_clock_sources(tmp_path):
     arm = parse_cpuinfo("Features : fp asimd asimddp\nCPU implementer : 0x41\nCPU part : 0xd0c\n",
                         "aarch64")
     assert (peak(arm, env={}).fp32, peak(arm, env={}).int8) == (8, 32)
+
+
+def test_paired_timing_decides_the_int8_vs_fp32_verdict():
+    """Separate p50s say int8 is slower (40 vs 34 µs); the pair timed in alternating rounds
+    says 0.95x: the verdict follows the paired ratio and the line shows both."""
+    recs = edge_records(int8_b1=40.0, int8_b256=18000)
+    recs[4]["latency"]["1"]["p50_us"] = 45.0
+    int8 = recs[2]
+    name = "int8 vs fp32, fastest runtime (edge)"
+    assert by_name(goals.check_targets(recs, AVX2_ENV), name)["ok"] is False
+    int8["paired"] = {"1": {"vs": "edge-torch-fp32.tflite", "ratio": 0.95, "rounds": 9},
+                      "256": {"vs": "edge-torch-fp32.tflite", "ratio": 0.9, "rounds": 9}}
+    line = by_name(goals.check_targets(recs, AVX2_ENV), name)
+    assert line["ok"] is True and line["value"] == pytest.approx(0.95)
+    assert "= 1.18x, paired 0.95x" in line["detail"] and "paired 1.11x (goal >= 1.0)" in line["detail"]
+    # A pairing against another file, or one that failed, does not count.
+    int8["paired"]["1"]["vs"] = "edge-torch-fp32.onnx"
+    int8["paired"]["256"] = {"vs": "edge-torch-fp32.tflite", "error": "timed out after 300 s"}
+    assert by_name(goals.check_targets(recs, AVX2_ENV), name)["ok"] is False
+
+
+def test_paired_pairs_are_the_targets_pairs():
+    from mnistopt.bench.paired import pairs
+
+    recs = edge_records()
+    got = [(b, a["id"], f["id"]) for b, a, f in pairs(recs, 256)]
+    # LiteRT holds the fastest edge file: its int8/fp32 at b1, and at b256 by throughput
+    assert got == [(1, "edge-torch-int8.tflite", "edge-torch-fp32.tflite"),
+                   (256, "edge-torch-int8.tflite", "edge-torch-fp32.tflite")]
+    assert pairs([r for r in recs if r["quant"] == "fp32"], 256) == []
+
+
+def test_alternate_takes_the_median_of_round_ratios():
+    """A host that slows down round after round slows both files alike: the ratio holds."""
+    from mnistopt.bench.paired import alternate
+
+    now, calls, slow = [0.0], [], [1]
+
+    def call(name, cost):
+        def run():
+            if name == "a" and calls and calls[-1] == "b":  # a new round: the host slows down
+                slow[0] += 1
+            calls.append(name)
+            now[0] += cost * slow[0]
+        return run
+
+    res = alternate(call("a", 2.0), call("b", 4.0), rounds=5, round_s=10.0, clock=lambda: now[0],
+                    pause=lambda s: None)
+    assert res["rounds"] == 5 and res["ratio"] == pytest.approx(0.5)
+    assert res["p50_us"] == pytest.approx(6e6) and res["vs_p50_us"] == pytest.approx(12e6)
+    assert calls[:2] == ["a", "a"] and slow[0] == 5  # a's round first (its first call untimed)

@@ -12,7 +12,8 @@ PEER_DEVICES = ("cpu", "gpu")
 
 
 def bench(paths: list[Path] | None = None, settings: Settings | None = None,
-          device: str | Target = "cpu", set_options=(), peers=None, runtimes=None) -> dict:
+          device: str | Target = "cpu", set_options=(), peers=None, runtimes=None,
+          paired: bool = False) -> dict:
     """Discover what `paths` hold, run it on `device` (a spec NAME[:ARG] or a Target), report.
 
     `set_options`: KEY=VALUE strings for the target's own options. The report's "failures"
@@ -22,6 +23,8 @@ def bench(paths: list[Path] | None = None, settings: Settings | None = None,
     `runtimes`: None, or the runtimes to run exported files on (`targets.items.with_runtimes`:
     by default each format's own, plus OpenVINO for ONNX files on the cpu target where it is
     installed).
+    `paired`: on cpu / gpu, time each int8/fp32 pair of the targets again in alternating rounds
+    in one process (`bench/paired.py`); the targets then decide on that ratio.
     """
     from ..targets.document import run_options
     from ..targets.env import environment
@@ -47,6 +50,10 @@ def bench(paths: list[Path] | None = None, settings: Settings | None = None,
                                     settings.progress)
         items = items + extra
     records = target.run(items, settings) + skipped
+    if paired and target.name in PEER_DEVICES:
+        from .paired import attach
+
+        attach(records, target.name, settings.threads, progress=settings.progress)
     rep = build_report(records, run_options(settings, target), environment(settings.threads),
                        target.name)
     rep["failures"] = target.failures([r for r in records if not r.get("peer")])

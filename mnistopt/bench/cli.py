@@ -50,6 +50,9 @@ def bench_command(
     peers: Annotated[bool, typer.Option("--peers", help="Also bench what a user would run instead (OpenVINO + NNCF, torch.compile, the tutorial ONNX path, ExecuTorch), built from each torch run into RUN/peers/ (README, Peers)")] = False,
     peer: Annotated[Optional[List[str]], typer.Option(metavar="NAME", help=_peer_help())] = None,
     runtime: Annotated[Optional[List[str]], typer.Option(metavar="NAME", help=_runtime_help())] = None,
+    paired: Annotated[bool, typer.Option(
+        "--paired/--no-paired", help="Time each int8/fp32 pair the targets compare again, the two "
+                                     "files in alternating rounds in one process (cpu, gpu)")] = True,
 ) -> None:
     """Benchmark artifacts and native models: latency percentiles, throughput, accuracy, size,
     cold start and memory, each in a fresh process; % of the CPU's peak multiply-adds; check
@@ -80,7 +83,7 @@ def bench_command(
     old = R.load_json(baseline) if baseline else None  # fail on a bad baseline before measuring
     rep = bench(paths or None, settings, target,
                 peers=list(peer) if peer else ([] if peers else None),
-                runtimes=list(runtime) if runtime else None)
+                runtimes=list(runtime) if runtime else None, paired=paired)
     if profile:
         from .profile import profile_records
 
