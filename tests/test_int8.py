@@ -176,29 +176,23 @@ def _tflite(ops, shapes):
         tensors=[SimpleNamespace(name=f"t{k}", shape=list(s)) for k, s in enumerate(shapes)])
 
 
-def test_tflite_float_stem_per_cpu_and_the_stem_found():
-    from mnistopt.export.tflite_int8 import float_stem_plan, op_scope, stem_ops
+def test_tflite_float_part_per_cpu_and_where_it_ends():
+    from mnistopt.export.tflite_int8 import float_part, float_part_plan, op_scope
 
-    assert float_stem_plan(AVX2)[0] and "VNNI" in float_stem_plan(AVX2)[1]
-    assert float_stem_plan(ZEN4) == (False, "") and float_stem_plan(ARM) == (False, "")
-    keep, why = float_stem_plan(AVX2, full_int8=True)
+    assert float_part_plan(AVX2)[0] and "VNNI" in float_part_plan(AVX2)[1]
+    assert float_part_plan(ZEN4) == (False, "") and float_part_plan(ARM) == (False, "")
+    keep, why = float_part_plan(AVX2, full_int8=True)
     assert not keep and "full integer" in why
-    # edge as litert-torch writes it: NCHW normalisation, reshape, the one-channel conv, then
-    # a conv reading 8 channels, where the stem ends.
+    # edge as litert-torch writes it: NCHW normalisation, reshape, the one-channel conv, more
+    # convs with a pool between, then the dense head: float through the last conv.
     edge = _tflite([("SUB", [0, 9], [1]), ("MUL", [1, 9], [2]), ("RESHAPE", [2], [3]),
-                    ("DEPTHWISE_CONV_2D", [3, 9], [4]), ("CONV_2D", [4, 9], [5]),
-                    ("FULLY_CONNECTED", [5, 9], [6])],
-                   [(1, 1, 28, 28)] * 3 + [(1, 28, 28, 1), (1, 26, 26, 8), (1, 24, 24, 16), (1, 10),
-                                           (), (), (9,)])
-    assert stem_ops(edge) == [0, 1, 2, 3]
-    # LeNet-5's space-to-depth stem reads 4 channels: it ends at the conv reading 6.
-    lenet = _tflite([("DEPTHWISE_CONV_2D", [0, 9], [1]), ("CONV_2D", [1, 9], [2]),
-                     ("REDUCE_MAX", [2], [3]), ("CONV_2D", [3, 9], [4])],
-                    [(1, 32, 32, 1), (1, 16, 16, 4), (1, 14, 14, 24), (1, 14, 14, 6), (1, 10, 10, 16),
-                     (), (), (), (), (9,)])
-    assert stem_ops(lenet) == [0, 1, 2]
-    # A net that never reads more than 4 channels has no stem to keep float.
-    assert stem_ops(_tflite([("CONV_2D", [0, 1], [2])], [(1, 28, 28, 1), (4,), (1, 26, 26, 4)])) == []
+                    ("DEPTHWISE_CONV_2D", [3, 9], [4]), ("MAX_POOL_2D", [4], [5]),
+                    ("CONV_2D", [5, 9], [6]), ("MEAN", [6], [7]), ("FULLY_CONNECTED", [7, 9], [8])],
+                   [(1, 1, 28, 28)] * 3 + [(1, 28, 28, 1), (1, 26, 26, 8), (1, 13, 13, 8),
+                                           (1, 11, 11, 16), (1, 16), (1, 10), (9,)])
+    assert float_part(edge) == [0, 1, 2, 3, 4, 5]
+    # A net with no convolution (a dense-only head) has nothing to keep float.
+    assert float_part(_tflite([("FULLY_CONNECTED", [0, 1], [2])], [(1, 784), (10, 784), (1, 10)])) == []
     assert op_scope(edge, 3) == "t4;"
 
 

@@ -46,7 +46,7 @@ class Context:
     cpu: Any = None  # hw.CpuInfo; None = this machine
     batch: int = 1  # images per call, for paths whose files have a fixed batch
     # int8: every op in integer arithmetic (microcontrollers, NPUs) instead of the ops that are
-    # faster in float on `cpu` left float (onnx_int8.float_convs, tflite_int8.float_stem_plan).
+    # faster in float on `cpu` left float (onnx_int8.float_convs, tflite_int8.float_part_plan).
     full_int8: bool = False
     # What the current format's `convert` changed in the graph on the way (exact rewrites),
     # one line each; it is emptied before each convert and lands in every file's metadata.

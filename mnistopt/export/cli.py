@@ -83,8 +83,8 @@ def export_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print the reports as JSON")] = False,
     full_int8: Annotated[bool, typer.Option(
         "--full-int8", help="int8: every op in integer arithmetic (microcontrollers, NPUs) [default: "
-                            "ops that this CPU runs faster in float, e.g. a one-channel first conv, "
-                            "stay float]")] = False,
+                            "ops that this CPU runs faster in float, e.g. convolutions on x86 "
+                            "without VNNI, stay float]")] = False,
     c_array: Annotated[Optional[Path], typer.Option(
         "--c-array", help="Also write each int8 .tflite as a C source/header pair (firmware) into "
                           "this folder; implies --full-int8")] = None,

@@ -160,8 +160,10 @@ def _aeq(run, fp32: Path, mode: str, workdir: Path, ctx) -> tuple[Path, dict, st
                     "calibration_source": ctx.calib_source}
         reason = ("int8 weights and activations via ai-edge-quantizer (litert-torch's PT2E int8 "
                   "path fails on small ConvNets, #752); int8 in and out, on the scales the file records")
-        settings["float_ops"], why = _float_stem(q, fp32, ctx)
+        settings["float_ops"], why = _float_part(q, fp32, ctx)
         settings["full_int8"] = not settings["float_ops"]
+        if settings["float_ops"]:
+            settings["activations"] = "float through the last convolution, int8 after it (calibrated)"
         if why:
             reason += f"; {why}"
     elif mode == "dynamic":
@@ -199,29 +201,39 @@ def _aeq(run, fp32: Path, mode: str, workdir: Path, ctx) -> tuple[Path, dict, st
     return out, settings, reason
 
 
-def _float_stem(q, fp32: Path, ctx) -> tuple[list[str], str]:
-    """Leave the stem float in the quantizer's recipe where the CPU wants it (`tflite_int8`);
-    (the stem's op names, why) or ([], why)."""
+def _float_part(q, fp32: Path, ctx) -> tuple[list[str], str]:
+    """Compute the ops through the last convolution in float where the CPU wants it
+    (`tflite_int8`): the convolutions from int8 weights, the ops between them unquantized.
+    (those ops' names, why) or ([], why)."""
     from ai_edge_quantizer import qtyping, quantizer
 
     from ..hw import cpu_info
     from ..runtime.flatbuf import read_tflite
-    from .tflite_int8 import float_stem_plan, op_scope, stem_ops
+    from .tflite_int8 import CONVS, float_part, float_part_plan, op_scope
 
-    wanted, why = float_stem_plan(ctx.cpu or cpu_info(), ctx.full_int8)
+    wanted, why = float_part_plan(ctx.cpu or cpu_info(), ctx.full_int8)
     if not wanted:
         return [], why
+    weights_only = qtyping.OpQuantizationConfig(
+        weight_tensor_config=qtyping.TensorQuantizationConfig(
+            num_bits=8, symmetric=True, granularity=qtyping.QuantGranularity.CHANNELWISE,
+            dtype=qtyping.TensorDataType.INT),
+        compute_precision=qtyping.ComputePrecision.FLOAT, explicit_dequantize=True)
     model = read_tflite(fp32.read_bytes(), str(fp32))
-    stem = stem_ops(model)
-    for i in stem:
+    part = float_part(model)
+    for i in part:
         name = model.operators[i].name
-        if hasattr(qtyping.TFLOperationName, name):  # the others it never quantizes
-            # The latest matching entry wins over the recipe's catch-all.
-            q.update_quantization_recipe(
-                regex=f"^{re.escape(op_scope(model, i))}$",
-                operation_name=getattr(qtyping.TFLOperationName, name),
-                algorithm_key=quantizer.AlgorithmName.NO_QUANTIZE)
-    names = [model.operators[i].name for i in stem]
+        if not hasattr(qtyping.TFLOperationName, name):  # the others it never quantizes
+            continue
+        # The latest matching entry wins over the recipe's catch-all.
+        scope, op = f"^{re.escape(op_scope(model, i))}$", getattr(qtyping.TFLOperationName, name)
+        if name in CONVS:
+            q.update_quantization_recipe(regex=scope, operation_name=op, op_config=weights_only,
+                                         algorithm_key=quantizer.AlgorithmName.MIN_MAX_UNIFORM_QUANT)
+        else:
+            q.update_quantization_recipe(regex=scope, operation_name=op,
+                                         algorithm_key=quantizer.AlgorithmName.NO_QUANTIZE)
+    names = [model.operators[i].name for i in part]
     return names, (f"{why} ({', '.join(names)})" if names else "")
 
 
