@@ -174,6 +174,30 @@ def test_paired_timing_decides_the_int8_vs_fp32_verdict():
     assert by_name(goals.check_targets(recs, AVX2_ENV), name)["ok"] is False
 
 
+def test_a_tie_within_the_rounds_spread_is_not_slower():
+    """Without VNNI, "never slower" allows a paired ratio over 1.0 by the rounds' spread (half
+    their interquartile range), never by more than MAX_TIE; with VNNI the goals have no tie."""
+    recs = edge_records(int8_b1=40.0, int8_b256=18000)
+    recs[4]["latency"]["1"]["p50_us"] = 45.0  # LiteRT holds the fastest file
+    int8 = recs[2]
+    name = "int8 vs fp32, fastest runtime (edge)"
+    int8["paired"] = {"1": {"vs": "edge-torch-fp32.tflite", "ratio": 1.01, "spread": 0.02},
+                      "256": {"vs": "edge-torch-fp32.tflite", "ratio": 1.02, "spread": 0.03}}
+    line = by_name(goals.check_targets(recs, AVX2_ENV), name)
+    assert line["ok"] is True and "paired 1.01x ±0.02 (goal <= 1.0)" in line["detail"]
+    assert "paired 0.98x ±0.03 (goal >= 1.0)" in line["detail"]
+    int8["paired"]["1"]["spread"] = 0.005  # a 1 % loss the rounds agree on is slower
+    assert by_name(goals.check_targets(recs, AVX2_ENV), name)["ok"] is False
+    int8["paired"]["1"].update(ratio=1.08, spread=0.5)  # a noisy host cannot hide 8 %
+    assert by_name(goals.check_targets(recs, AVX2_ENV), name)["ok"] is False
+    assert goals.MAX_TIE < 0.08
+    int8["paired"]["1"].update(ratio=0.68, spread=0.03)  # VNNI: 0.67x is a goal, not a tie
+    int8["paired"]["256"].update(ratio=0.4, spread=0.0)
+    assert by_name(goals.check_targets(recs, VNNI_ENV), name)["ok"] is False
+    int8["paired"]["1"]["ratio"] = 0.66
+    assert by_name(goals.check_targets(recs, VNNI_ENV), name)["ok"] is True
+
+
 def test_paired_pairs_are_the_targets_pairs():
     from mnistopt.bench.paired import pairs
 
@@ -202,5 +226,6 @@ def test_alternate_takes_the_median_of_round_ratios():
     res = alternate(call("a", 2.0), call("b", 4.0), rounds=5, round_s=10.0, clock=lambda: now[0],
                     pause=lambda s: None)
     assert res["rounds"] == 5 and res["ratio"] == pytest.approx(0.5)
+    assert res["spread"] == pytest.approx(0.0)  # every round the same ratio
     assert res["p50_us"] == pytest.approx(6e6) and res["vs_p50_us"] == pytest.approx(12e6)
     assert calls[:2] == ["a", "a"] and slow[0] == 5  # a's round first (its first call untimed)

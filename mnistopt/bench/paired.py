@@ -12,7 +12,8 @@ briefly and the round's first call is not timed: the thread pool the other file 
     python -m mnistopt.bench.paired --a-backend B --a-path P --b-backend B --b-path P \\
         --batch N --device cpu --out RESULT.json [--threads T] [--rounds R]
 
-Each record of the pair gets `paired[str(batch)]` = {vs, ratio, rounds, p50_us, vs_p50_us}:
+Each record of the pair gets `paired[str(batch)]` = {vs, ratio, spread, rounds, p50_us,
+vs_p50_us}:
 the int8 file's time over the fp32 file's, both at `batch` images a call.
 """
 
@@ -98,7 +99,8 @@ def alternate(run_a, run_b, rounds: int = ROUNDS, round_s: float = ROUND_S,
               clock=time.perf_counter, pause=time.sleep) -> dict:
     """Per round, time `run_a` then `run_b` (each for about `round_s` seconds, the first
     call of each block discarded: a thread pool the other file just used may still spin);
-    the median of the rounds' p50 ratios, and each file's median p50, in µs."""
+    the median of the rounds' p50 ratios, half their interquartile range (`spread`: how far
+    one round strays), and each file's median p50, in µs."""
     import numpy as np
 
     ratios, pa, pb = [], [], []
@@ -116,7 +118,8 @@ def alternate(run_a, run_b, rounds: int = ROUNDS, round_s: float = ROUND_S,
         pa.append(meds[0])
         pb.append(meds[1])
         ratios.append(meds[0] / meds[1])
-    return {"ratio": float(np.median(ratios)), "rounds": len(ratios),
+    q25, q75 = np.percentile(ratios, [25, 75])
+    return {"ratio": float(np.median(ratios)), "spread": float(q75 - q25) / 2, "rounds": len(ratios),
             "p50_us": 1e6 * float(np.median(pa)), "vs_p50_us": 1e6 * float(np.median(pb))}
 
 
