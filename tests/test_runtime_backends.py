@@ -132,6 +132,13 @@ def test_thread_trial_keeps_the_faster_count():
         outlier = t == 1 and i == TRIAL_WARM
         trial.record(t, 1e-3 if outlier else (10e-6 if t == 1 else 12e-6))
     assert trial.choice == 1
+    # more threads must be clearly faster: 5 % is within the noise, the first count stays
+    for more, want in ((9.5e-6, 1), (8.5e-6, 2)):
+        trial = ThreadTrial((1, 2))
+        while trial.choice is None:
+            t = trial.next()
+            trial.record(t, 10e-6 if t == 1 else more)
+        assert trial.choice == want
     assert ThreadTrial((4, 4)).choice == 4  # one candidate: nothing to try
 
 
