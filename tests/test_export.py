@@ -230,6 +230,9 @@ def test_torch_tflite_int8_float_part_follows_the_cpu(runs, small, tmp_path):
     assert {model.tensors[op.inputs[0]].dtype for op in model.operators if op.name == "DEQUANTIZE"
             and model.tensors[op.outputs[0]].name in {model.tensors[c.inputs[1]].name for c in convs}} == {"int8"}
     assert all(model.tensors[d.outputs[0]].dtype == "int8" for d in dense)
+    # float in (the float part starts at the input), int8 out (the head's last layer)
+    assert model.tensors[model.operators[0].inputs[0]].dtype == "float32"
+    assert "float in, int8 out" in files["avx2"].metadata["quantize"]["reason"]
     with pytest.raises(McuError, match="--full-int8"):
         check_int8(model, "avx2")
     assert files["avx2"].path.stat().st_size < 1.1 * files["full"].path.stat().st_size

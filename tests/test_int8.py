@@ -184,13 +184,18 @@ def test_tflite_float_part_per_cpu_and_where_it_ends():
     keep, why = float_part_plan(AVX2, full_int8=True)
     assert not keep and "full integer" in why
     # edge as litert-torch writes it: NCHW normalisation, reshape, the one-channel conv, more
-    # convs with a pool between, then the dense head: float through the last conv.
+    # convs with a pool between, then the dense head.
     edge = _tflite([("SUB", [0, 9], [1]), ("MUL", [1, 9], [2]), ("RESHAPE", [2], [3]),
                     ("DEPTHWISE_CONV_2D", [3, 9], [4]), ("MAX_POOL_2D", [4], [5]),
                     ("CONV_2D", [5, 9], [6]), ("MEAN", [6], [7]), ("FULLY_CONNECTED", [7, 9], [8])],
                    [(1, 1, 28, 28)] * 3 + [(1, 28, 28, 1), (1, 26, 26, 8), (1, 13, 13, 8),
                                            (1, 11, 11, 16), (1, 16), (1, 10), (9,)])
-    assert float_part(edge) == [0, 1, 2, 3, 4, 5]
+    assert float_part(edge) == [0, 1, 2, 3, 4, 5, 6, 7]  # a 9-weight head: all float
+    big_head = _tflite([(n, i, o) for n, i, o in [
+        ("CONV_2D", [0, 5], [1]), ("RESHAPE", [1], [2]), ("FULLY_CONNECTED", [2, 6], [3]),
+        ("FULLY_CONNECTED", [3, 7], [4])]], [(1, 28, 28, 1), (1, 26, 26, 8), (1, 5408),
+                                             (1, 128), (1, 10), (8, 3, 3, 1), (128, 5408), (10, 128)])
+    assert float_part(big_head) == [0]  # float through the conv, the 692k-weight head int8
     # A net with no convolution (a dense-only head) has nothing to keep float.
     assert float_part(_tflite([("FULLY_CONNECTED", [0, 1], [2])], [(1, 784), (10, 784), (1, 10)])) == []
     assert op_scope(edge, 3) == "t4;"

@@ -14,7 +14,9 @@ slower in int8 than in float, the big ones most (edge's second conv +9 µs, the 
 
 So on such a CPU the file is float *through its last convolution* and int8 after it: the
 convolutions keep int8 weights (the file stays small) that are dequantized for float compute,
-the ops between them stay float, and the file quantizes once, before the dense head.
+the ops between them stay float, and the file quantizes once, before the dense head. Where
+that head is too small to repay the quantize (HEAD_WEIGHTS), the whole file computes in float
+from int8 weights, with float input and output.
 Measured on that Zen 3 (LiteRT, alternating rounds; int8 file time / fp32 file time): batch 1
 on one thread lenet5 0.69x, seed 0.76x, edge 1.00x, wide 1.00x (was 1.00x, 0.89x, 1.37x,
 1.21x with only the stem float); batch 256 on two threads 0.99-1.02x the fp32 throughput
@@ -31,6 +33,13 @@ from __future__ import annotations
 # The ops that slide a kernel over a feature map: slower in int8 than in float on x86
 # without VNNI (above).
 CONVS = {"CONV_2D", "DEPTHWISE_CONV_2D"}
+# The ops whose weights the float part keeps in int8 (dequantized for float compute).
+WEIGHTED = CONVS | {"FULLY_CONNECTED"}
+# A dense head with fewer weights than this gains less in int8 than the quantize between it
+# and the float part costs: edge's 32x10 head made its file 1.04-1.07x the fp32 file's time
+# through the runtime (Zen 3, alternating rounds), so such a file is float throughout, from
+# int8 weights. LeNet-5's head (59k weights) and seed's (1.6M) gain.
+HEAD_WEIGHTS = 4096
 
 
 def float_part_plan(cpu, full_int8: bool = False) -> tuple[bool, str]:
@@ -47,10 +56,23 @@ def float_part_plan(cpu, full_int8: bool = False) -> tuple[bool, str]:
 
 def float_part(model) -> list[int]:
     """Indices of the ops of a parsed TFLite model (`runtime.flatbuf.TFLiteModel`) that run in
-    float under the plan: every op up to and including the last convolution; [] when there
-    is none."""
-    last = [i for i, op in enumerate(model.operators) if op.name in CONVS]
-    return list(range(last[-1] + 1)) if last else []
+    float under the plan: every op up to and including the last convolution, or every op when
+    the dense layers after it hold fewer than HEAD_WEIGHTS weights; [] when there is no
+    convolution."""
+    ops = model.operators
+    last = [i for i, op in enumerate(ops) if op.name in CONVS]
+    if not last:
+        return []
+    head = sum(_size(model.tensors[op.inputs[1]].shape) for op in ops[last[-1] + 1:]
+               if op.name == "FULLY_CONNECTED" and len(op.inputs) > 1 and op.inputs[1] >= 0)
+    return list(range(len(ops) if head < HEAD_WEIGHTS else last[-1] + 1))
+
+
+def _size(shape) -> int:
+    n = 1
+    for d in shape or ():
+        n *= max(int(d), 0)
+    return n
 
 
 def op_scope(model, index: int) -> str:

@@ -158,12 +158,16 @@ def _aeq(run, fp32: Path, mode: str, workdir: Path, ctx) -> tuple[Path, dict, st
                     "weights": "int8 per channel", "activations": "int8, calibrated",
                     "calibration_samples": int(len(ctx.calib)),
                     "calibration_source": ctx.calib_source}
-        reason = ("int8 weights and activations via ai-edge-quantizer (litert-torch's PT2E int8 "
-                  "path fails on small ConvNets, #752); int8 in and out, on the scales the file records")
-        settings["float_ops"], why = _float_part(q, fp32, ctx)
-        settings["full_int8"] = not settings["float_ops"]
-        if settings["float_ops"]:
-            settings["activations"] = "float through the last convolution, int8 after it (calibrated)"
+        names, why, io = _float_part(q, fp32, ctx)
+        settings["float_ops"], settings["full_int8"] = names, not names
+        if names:
+            settings["activations"] = (
+                "float throughout: the dense head is too small to repay a quantize"
+                if io == "float" else "float through the last convolution, int8 after it (calibrated)")
+        reason = ("int8 weights" + ("" if names else " and activations") + " via ai-edge-quantizer "
+                  "(litert-torch's PT2E int8 path fails on small ConvNets, #752); "
+                  + ("int8 in and out, on the scales the file records" if io == "int8" else
+                     "float in, int8 out" if io == "float-int8" else "float in and out"))
         if why:
             reason += f"; {why}"
     elif mode == "dynamic":
@@ -202,18 +206,18 @@ def _aeq(run, fp32: Path, mode: str, workdir: Path, ctx) -> tuple[Path, dict, st
 
 
 def _float_part(q, fp32: Path, ctx) -> tuple[list[str], str]:
-    """Compute the ops through the last convolution in float where the CPU wants it
-    (`tflite_int8`): the convolutions from int8 weights, the ops between them unquantized.
-    (those ops' names, why) or ([], why)."""
+    """Compute the ops through the last convolution (or all) in float where the CPU wants it
+    (`tflite_int8`): the layers from int8 weights, the ops between them unquantized.
+    (those ops' names, why, the file's input/output: "int8", "float-int8" or "float")."""
     from ai_edge_quantizer import qtyping, quantizer
 
     from ..hw import cpu_info
     from ..runtime.flatbuf import read_tflite
-    from .tflite_int8 import CONVS, float_part, float_part_plan, op_scope
+    from .tflite_int8 import WEIGHTED, float_part, float_part_plan, op_scope
 
     wanted, why = float_part_plan(ctx.cpu or cpu_info(), ctx.full_int8)
     if not wanted:
-        return [], why
+        return [], why, "int8"
     weights_only = qtyping.OpQuantizationConfig(
         weight_tensor_config=qtyping.TensorQuantizationConfig(
             num_bits=8, symmetric=True, granularity=qtyping.QuantGranularity.CHANNELWISE,
@@ -227,14 +231,24 @@ def _float_part(q, fp32: Path, ctx) -> tuple[list[str], str]:
             continue
         # The latest matching entry wins over the recipe's catch-all.
         scope, op = f"^{re.escape(op_scope(model, i))}$", getattr(qtyping.TFLOperationName, name)
-        if name in CONVS:
+        if name in WEIGHTED:
             q.update_quantization_recipe(regex=scope, operation_name=op, op_config=weights_only,
                                          algorithm_key=quantizer.AlgorithmName.MIN_MAX_UNIFORM_QUANT)
         else:
             q.update_quantization_recipe(regex=scope, operation_name=op,
                                          algorithm_key=quantizer.AlgorithmName.NO_QUANTIZE)
+    if not part:
+        return [], why, "int8"
+    # The float part starts at the input: an int8 input would only be dequantized again.
+    ends = ["INPUT"] + (["OUTPUT"] if len(part) == len(model.operators) else [])
+    for end in ends:
+        q.update_quantization_recipe(regex=".*", operation_name=getattr(qtyping.TFLOperationName, end),
+                                     algorithm_key=quantizer.AlgorithmName.NO_QUANTIZE)
     names = [model.operators[i].name for i in part]
-    return names, (f"{why} ({', '.join(names)})" if names else "")
+    if len(ends) == 2:
+        why += ("; its dense head is too small to repay a quantize, so every op computes in "
+                "float (int8 weights only)")
+    return names, f"{why} ({', '.join(names)})", "float" if len(ends) == 2 else "float-int8"
 
 
 def _signature_inputs(path: Path) -> list[str]:
