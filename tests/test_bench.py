@@ -252,9 +252,15 @@ def test_paired_child_times_two_files_in_rounds(lin_model, tmp_path):
     recs = [{"id": f"edge-{q}.onnx", "arch": "edge", "quant": q, "kind": "artifact",
              "framework": "torch", "backend": "onnxruntime", "path": str(lin_model), "accuracy": 0.9,
              "latency": {"1": {"p50_us": 50.0, "images_per_s": 2e4}}} for q in ("int8", "fp32")]
+    # ... and a peer of the same arch (any registered backend): mnistopt's best file gets that pair
+    recs.append({**recs[1], "id": "torch-edge/peer:tutorial", "peer": {"name": "tutorial"},
+                 "backend": "onnxruntime-plain", "latency": {"1": {"p50_us": 60.0}}})
     attach(recs, "cpu", threads=1, rounds=2, progress=False)
     assert recs[0]["paired"]["1"]["vs"] == "edge-fp32.onnx" and recs[0]["paired"]["1"]["rounds"] == 2
     assert "paired" not in recs[1]
+    # (both files 50 µs: the first, the int8 one, is mnistopt's best)
+    assert recs[0]["paired_peer"]["1"]["vs"] == "torch-edge/peer:tutorial"
+    assert recs[0]["paired_peer"]["1"]["ratio"] > 0 and "paired_peer" not in recs[1]
 
 
 @pytest.fixture

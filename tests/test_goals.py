@@ -85,6 +85,28 @@ def test_against_peers_within_the_accuracy_allowance():
     assert none["ok"] is None and "`peer`" in none["detail"]
 
 
+def test_peer_verdicts_follow_paired_timing_of_the_same_pairs():
+    """The peer pairs the bench times again are the ones the target compares; a paired ratio
+    (mnistopt's time over the peer's) replaces the separate p50s' ratio, shown beside it."""
+    from mnistopt.bench.paired import peer_pairs
+
+    recs = edge_records() + [
+        rec("et-edge-int8", "edge", "int8", backend="executorch", b1=20, b256=39600, acc=0.9885,
+            peer="executorch")]
+    got = [(b, m["id"], p["id"]) for b, m, p in peer_pairs(recs, 256)]
+    assert got == [(1, "edge-torch-int8.tflite", "et-edge-int8"),
+                   (256, "edge-torch-int8.tflite", "et-edge-int8")]
+    mine = recs[2]
+    mine["paired_peer"] = {"1": {"vs": "et-edge-int8", "ratio": 0.8, "spread": 0.01},
+                           "256": {"vs": "et-edge-int8", "ratio": 1 / 1.3, "spread": 0.01}}
+    line = by_name(goals.check_targets(recs, VNNI_ENV), "mnistopt vs best peer (edge)")
+    assert line["ok"] is True and line["value"] == pytest.approx(1.25)
+    assert "= 1.14x, paired 1.30x" in line["detail"]  # 45.0k / 39.6k separately
+    mine["paired_peer"]["256"]["vs"] = "another-peer"  # timed against another: not this pair
+    assert by_name(goals.check_targets(recs, VNNI_ENV), "mnistopt vs best peer (edge)")["ok"] is False
+    assert peer_pairs(edge_records(), 256) == []  # no peers, nothing to pair
+
+
 def test_goals_name_what_was_not_measured():
     t = goals.check_targets([], VNNI_ENV)
     assert all(x["ok"] is None and "not measured" in x["detail"] for x in t)

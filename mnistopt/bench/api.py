@@ -23,8 +23,9 @@ def bench(paths: list[Path] | None = None, settings: Settings | None = None,
     `runtimes`: None, or the runtimes to run exported files on (`targets.items.with_runtimes`:
     by default each format's own, plus OpenVINO for ONNX files on the cpu target where it is
     installed).
-    `paired`: on cpu / gpu, time each int8/fp32 pair of the targets again in alternating rounds
-    in one process (`bench/paired.py`); the targets then decide on that ratio.
+    `paired`: on cpu / gpu, time each pair the targets compare (int8 / fp32, best file / best
+    peer) again in alternating rounds in one process (`bench/paired.py`); the targets then
+    decide on that ratio.
     """
     from ..targets.document import run_options
     from ..targets.env import environment

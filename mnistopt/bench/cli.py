@@ -51,7 +51,7 @@ def bench_command(
     peer: Annotated[Optional[List[str]], typer.Option(metavar="NAME", help=_peer_help())] = None,
     runtime: Annotated[Optional[List[str]], typer.Option(metavar="NAME", help=_runtime_help())] = None,
     paired: Annotated[bool, typer.Option(
-        "--paired/--no-paired", help="Time each int8/fp32 pair the targets compare again, the two "
+        "--paired/--no-paired", help="Time each pair the targets compare (int8/fp32, best/peer) again, the two "
                                      "files in alternating rounds in one process (cpu, gpu)")] = True,
 ) -> None:
     """Benchmark artifacts and native models: latency percentiles, throughput, accuracy, size,

@@ -4,7 +4,7 @@ The bench times each model in a fresh process, one after another. On a shared VM
 speed drifts between them: on a Zen 3 here the same file ran 1.5x slower twenty minutes later,
 and an int8 / fp32 ratio of two such p50s moved by up to 40 % from one bench run to the next.
 Timed in alternating rounds in one process (A, B, A, B, ...), both files meet the same drift;
-the median of the per-round ratios is what the int8-vs-fp32 targets decide on (`goals.py`),
+the median of the per-round ratios is what the int8-vs-fp32 and peer targets decide on (`goals.py`),
 and the report keeps the separate p50s beside it. Before each file's round the process idles
 briefly and the round's first call is not timed: the thread pool the other file just used
 (XNNPACK's and onnxruntime's workers spin a while after a call) must not share the cores.
@@ -12,9 +12,11 @@ briefly and the round's first call is not timed: the thread pool the other file 
     python -m mnistopt.bench.paired --a-backend B --a-path P --b-backend B --b-path P \\
         --batch N --device cpu --out RESULT.json [--threads T] [--rounds R]
 
-Each record of the pair gets `paired[str(batch)]` = {vs, ratio, spread, rounds, p50_us,
-vs_p50_us}:
-the int8 file's time over the fp32 file's, both at `batch` images a call.
+The int8 record of an int8-vs-fp32 pair gets `paired[str(batch)]` = {vs, ratio, spread,
+rounds, p50_us, vs_p50_us}: its time over the fp32 file's, both at `batch` images a call. The
+peer targets' pairs (mnistopt's best file against the best peer, `peer_pairs`) are timed the
+same way, into `paired_peer` on mnistopt's record: a peer runs through its own registered
+backend, so ExecuTorch and torch.compile load torch in the child.
 """
 
 from __future__ import annotations
@@ -58,18 +60,30 @@ def pairs(records: list[dict], big: int | None) -> list[tuple[int, dict, dict]]:
     return out
 
 
+def peer_pairs(records: list[dict], big: int | None) -> list[tuple[int, dict, dict]]:
+    """(batch, mnistopt's best file, the best peer) of every peer target: per arch, at batch 1
+    and at `big`, as `goals.best_vs_peer` picks them."""
+    from .goals import ARCHS, best_vs_peer
+
+    return [(batch, *pair) for arch in ARCHS for batch in ((1, big) if big else (1,))
+            if (pair := best_vs_peer(records, arch, batch))]
+
+
 def attach(records: list[dict], device: str, threads: int | None = None,
            rounds: int = ROUNDS, progress: bool = True) -> None:
-    """Time every target pair of `records` (`pairs`) and record it on the int8 record."""
+    """Time every target pair of `records` (`pairs`, `peer_pairs`) and record it on the
+    mnistopt record: `paired` (against its fp32 twin), `paired_peer` (against the best peer)."""
     from ..progress import progress_bar
     from .goals import big_batch, ours
 
-    todo = pairs(records, big_batch(ours(records)))
+    big = big_batch(ours(records))
+    todo = [(*t, "paired") for t in pairs(records, big)] + \
+        [(*t, "paired_peer") for t in peer_pairs(records, big)]
     with progress_bar("paired timing", len(todo), progress) as advance:
-        for batch, a, b in todo:
+        for batch, a, b, field in todo:
             res = run_pair(a, b, batch, device, threads, rounds)
-            a.setdefault("paired", {})[str(batch)] = {"vs": b["id"], **res}
-            advance(1, info=a["id"])
+            a.setdefault(field, {})[str(batch)] = {"vs": b["id"], **res}
+            advance(1, info=f"{a['id']} vs {b['id']}")
 
 
 def run_pair(a: dict, b: dict, batch: int, device: str, threads: int | None = None,
