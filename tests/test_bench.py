@@ -248,6 +248,8 @@ def test_paired_child_times_two_files_in_rounds(lin_model, tmp_path):
     assert res["rounds"] == 3 and res["ratio"] > 0 and res["p50_us"] > 0 and res["vs_p50_us"] > 0
     bad = run_pair(a, {**a, "path": str(tmp_path / "gone.onnx")}, 1, "cpu", rounds=1)
     assert set(bad) == {"error"} and "gone.onnx" in bad["error"]
+    late = run_pair(a, {**a, "id": "b"}, 1, "cpu", rounds=1, timeout=0.01)  # each in its process
+    assert late == {"error": "a: timed out"}
     # Records of one arch's int8 and fp32 files: the int8 record gets the pair's timing.
     recs = [{"id": f"edge-{q}.onnx", "arch": "edge", "quant": q, "kind": "artifact",
              "framework": "torch", "backend": "onnxruntime", "path": str(lin_model), "accuracy": 0.9,

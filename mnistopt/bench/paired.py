@@ -1,29 +1,30 @@
-"""Paired timing: the two files a target compares, timed in alternating rounds in one process.
+"""Paired timing: the two files a target compares, timed in alternating rounds.
 
 The bench times each model in a fresh process, one after another. On a shared VM the host's
 speed drifts between them: on a Zen 3 here the same file ran 1.5x slower twenty minutes later,
 and an int8 / fp32 ratio of two such p50s moved by up to 40 % from one bench run to the next.
-Timed in alternating rounds in one process (A, B, A, B, ...), both files meet the same drift;
-the median of the per-round ratios is what the int8-vs-fp32 and peer targets decide on (`goals.py`),
-and the report keeps the separate p50s beside it. Before each file's round the process idles
-briefly and the round's first call is not timed: the thread pool the other file just used
-(XNNPACK's and onnxruntime's workers spin a while after a call) must not share the cores.
+Timed in alternating rounds (A, B, A, B, ...), both files meet the same drift; the median of
+the per-round ratios is what the int8-vs-fp32 and peer targets decide on (`goals.py`), and the
+report keeps the separate p50s beside it. Each file is held by its own process, which sleeps
+in a read while the other times its round (two runtimes in one process share the cores with
+each other's spinning thread pools); before each round the process idles briefly and the
+round's first call is not timed.
 
-    python -m mnistopt.bench.paired --a-backend B --a-path P --b-backend B --b-path P \\
-        --batch N --device cpu --out RESULT.json [--threads T] [--rounds R]
+    python -m mnistopt.bench.paired --serve --backend B --path P --batch N --device cpu \
+        [--threads T]      # prints "ready"; then per line of seconds, a round's median
 
 The int8 record of an int8-vs-fp32 pair gets `paired[str(batch)]` = {vs, ratio, spread,
 rounds, p50_us, vs_p50_us}: its time over the fp32 file's, both at `batch` images a call. The
 peer targets' pairs (mnistopt's best file against the best peer, `peer_pairs`) are timed the
 same way, into `paired_peer` on mnistopt's record: a peer runs through its own registered
-backend, so ExecuTorch and torch.compile load torch in the child.
+backend, so ExecuTorch and torch.compile load torch in their process.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
+import select
 import subprocess
 import sys
 import tempfile
@@ -32,6 +33,10 @@ from pathlib import Path
 
 ROUNDS = 9
 ROUND_S = 0.05  # timed seconds per file per round (at least MIN_CALLS calls)
+# Large calls on every core meet the host's other tenants more: a 50 ms round at batch 256
+# (10-20 calls) strayed by 20-30 % on a shared 2-core VM.
+BIG_ROUND_S = 0.25
+BIG_BATCH = 16
 MIN_CALLS = 3
 SETTLE_S = 0.02  # idle time before each file's round
 WARMUP_CALLS = 25  # past the runtimes' thread trials (20 small calls)
@@ -88,92 +93,148 @@ def attach(records: list[dict], device: str, threads: int | None = None,
 
 def run_pair(a: dict, b: dict, batch: int, device: str, threads: int | None = None,
              rounds: int = ROUNDS, timeout: float = TIMEOUT_S) -> dict:
-    """One pair in a fresh interpreter; {ratio, rounds, p50_us, vs_p50_us} or {error}."""
+    """One pair, each file in its own fresh process, timed in alternating rounds;
+    {ratio, spread, rounds, p50_us, vs_p50_us} or {error}."""
+    deadline = time.monotonic() + timeout
     with tempfile.TemporaryDirectory(prefix="mnistopt-paired-") as tmp:
-        out = Path(tmp) / "pair.json"
-        cmd = [sys.executable, "-m", "mnistopt.bench.paired",
-               "--a-backend", a["backend"], "--a-path", a["path"],
-               "--b-backend", b["backend"], "--b-path", b["path"],
-               "--batch", str(batch), "--device", device, "--rounds", str(rounds),
-               "--out", str(out)]
+        children = [_Child(rec, batch, device, threads, Path(tmp) / f"{side}.err")
+                    for side, rec in (("a", a), ("b", b))]
+        try:
+            for child in children:
+                child.ask(None, deadline)  # loaded and warm
+            round_s = ROUND_S if batch < BIG_BATCH else BIG_ROUND_S
+            return combine([(children[0].ask(round_s, deadline), children[1].ask(round_s, deadline))
+                            for _ in range(rounds)])
+        except _ChildError as exc:
+            return {"error": str(exc)}
+        finally:
+            for child in children:
+                child.close()
+
+
+class _ChildError(Exception):
+    pass
+
+
+class _Child:
+    """A process holding one model (`python -m mnistopt.bench.paired --serve`): it answers
+    each request line with one line, the median seconds of a round of calls. The other file's
+    process sleeps in a read meanwhile, so two runtimes' thread pools never share the cores
+    (in one process, an onnxruntime or OpenVINO pool that had just run spun on the cores
+    while LiteRT ran, and a pair read 2x apart from the separate figures)."""
+
+    def __init__(self, rec: dict, batch: int, device: str, threads: int | None, err: Path):
+        cmd = [sys.executable, "-m", "mnistopt.bench.paired", "--serve", "--backend",
+               rec["backend"], "--path", rec["path"], "--batch", str(batch), "--device", device]
         if threads:
             cmd += ["--threads", str(threads)]
-        try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
-                                  env=dict(os.environ))
-        except subprocess.TimeoutExpired:
-            return {"error": f"timed out after {timeout:.0f} s"}
-        if not out.is_file():
-            tail = (proc.stderr or "").strip().splitlines()[-2:]
-            return {"error": f"exited {proc.returncode}: {' | '.join(tail)}"}
-        return json.loads(out.read_text())
+        self.name, self.err = rec.get("id", rec["path"]), err
+        with open(err, "wb") as f:
+            self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                         stderr=f, env=dict(os.environ))
+        self._buf = b""
+
+    def ask(self, round_s: float | None, deadline: float) -> float:
+        """None: wait for "ready"; else one round of `round_s` seconds, its median seconds."""
+        if round_s is not None:
+            try:
+                self.proc.stdin.write(f"{round_s}\n".encode())
+                self.proc.stdin.flush()
+            except OSError:
+                pass  # it died: the read below reports why
+        line = self._line(deadline)
+        if line.startswith("error:") or not line:
+            tail = self.err.read_text(errors="replace").strip().splitlines()[-2:]
+            raise _ChildError(f"{self.name}: {line[6:].strip() if line else 'exited'}"
+                              + (f" | {' | '.join(tail)}" if tail and not line else ""))
+        return 0.0 if round_s is None else float(line)
+
+    def _line(self, deadline: float) -> str:
+        fd = self.proc.stdout.fileno()
+        while b"\n" not in self._buf:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([fd], [], [], left)[0]:
+                raise _ChildError(f"{self.name}: timed out")
+            chunk = os.read(fd, 4096)
+            if not chunk:
+                return ""
+            self._buf += chunk
+        line, self._buf = self._buf.split(b"\n", 1)
+        return line.decode(errors="replace").strip()
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+        for f in (self.proc.stdin, self.proc.stdout):
+            f.close()
+
+
+def time_round(fn, round_s: float = ROUND_S, clock=time.perf_counter, pause=time.sleep) -> float:
+    """Median seconds of `fn` over about `round_s` seconds (at least MIN_CALLS calls), after
+    a pause and one untimed call: a thread pool the other file just used may still spin."""
+    import numpy as np
+
+    pause(SETTLE_S)
+    fn()
+    times, start = [], clock()
+    while len(times) < MIN_CALLS or clock() - start < round_s:
+        t = clock()
+        fn()
+        times.append(clock() - t)
+    return float(np.median(times))
+
+
+def combine(meds: list[tuple[float, float]]) -> dict:
+    """Per-round (a, b) medians -> the median of the rounds' ratios, half their interquartile
+    range (`spread`: how far one round strays), and each file's median, in µs."""
+    import numpy as np
+
+    ratios = [ma / mb for ma, mb in meds]
+    q25, q75 = np.percentile(ratios, [25, 75])
+    return {"ratio": float(np.median(ratios)), "spread": float(q75 - q25) / 2, "rounds": len(ratios),
+            "p50_us": 1e6 * float(np.median([m[0] for m in meds])),
+            "vs_p50_us": 1e6 * float(np.median([m[1] for m in meds]))}
 
 
 def alternate(run_a, run_b, rounds: int = ROUNDS, round_s: float = ROUND_S,
               clock=time.perf_counter, pause=time.sleep) -> dict:
-    """Per round, time `run_a` then `run_b` (each for about `round_s` seconds, the first
-    call of each block discarded: a thread pool the other file just used may still spin);
-    the median of the rounds' p50 ratios, half their interquartile range (`spread`: how far
-    one round strays), and each file's median p50, in µs."""
-    import numpy as np
-
-    ratios, pa, pb = [], [], []
-    for _ in range(rounds):
-        meds = []
-        for fn in (run_a, run_b):
-            pause(SETTLE_S)  # the other file's thread pool spins after its calls: let it sleep
-            fn()
-            times, start = [], clock()
-            while len(times) < MIN_CALLS or clock() - start < round_s:
-                t = clock()
-                fn()
-                times.append(clock() - t)
-            meds.append(float(np.median(times)))
-        pa.append(meds[0])
-        pb.append(meds[1])
-        ratios.append(meds[0] / meds[1])
-    q25, q75 = np.percentile(ratios, [25, 75])
-    return {"ratio": float(np.median(ratios)), "spread": float(q75 - q25) / 2, "rounds": len(ratios),
-            "p50_us": 1e6 * float(np.median(pa)), "vs_p50_us": 1e6 * float(np.median(pb))}
+    """`combine` of `rounds` rounds timing `run_a` then `run_b` in this process."""
+    return combine([(time_round(run_a, round_s, clock, pause), time_round(run_b, round_s, clock, pause))
+                    for _ in range(rounds)])
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m mnistopt.bench.paired")
-    for side in ("a", "b"):
-        p.add_argument(f"--{side}-backend", required=True)
-        p.add_argument(f"--{side}-path", required=True)
+    p.add_argument("--serve", action="store_true", required=True)
+    p.add_argument("--backend", required=True)
+    p.add_argument("--path", required=True)
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--rounds", type=int, default=ROUNDS)
-    p.add_argument("--out", required=True, type=Path)
     a = p.parse_args(argv)
     try:
-        res = _measure(a)
-        code = 0
+        run = _open(a)
     except Exception as exc:  # the parent reports it as data: the targets say "not paired"
-        res, code = {"error": f"{type(exc).__name__}: {exc}"}, 1
-    from ..fsutil import write_text
+        print(f"error: {type(exc).__name__}: {exc}", flush=True)
+        return 1
+    print("ready", flush=True)
+    for line in sys.stdin:
+        print(f"{time_round(run, float(line)):.9g}", flush=True)
+    return 0
 
-    write_text(a.out, json.dumps(res))
-    return code
 
-
-def _measure(a) -> dict:
+def _open(a):
     import numpy as np
 
     from ..targets.backends import get_backend
 
     x = np.random.default_rng(0).integers(0, 256, (a.batch, 28, 28), dtype=np.uint8)
-    runs = []
-    for backend, path in ((a.a_backend, a.a_path), (a.b_backend, a.b_path)):
-        session = get_backend(backend).open(Path(path), a.threads, a.device)
-        prepared = session.prepare(x)
-        runs.append(lambda s=session, xp=prepared: s.run(xp))
-    for run in runs:
-        for _ in range(WARMUP_CALLS if a.batch < 16 else 3):
-            run()
-    return alternate(*runs, rounds=a.rounds)
+    session = get_backend(a.backend).open(Path(a.path), a.threads, a.device)
+    prepared = session.prepare(x)
+    for _ in range(WARMUP_CALLS if a.batch < BIG_BATCH else 3):
+        session.run(prepared)
+    return lambda: session.run(prepared)
 
 
 if __name__ == "__main__":
