@@ -19,8 +19,8 @@ that head is too small to repay the quantize (HEAD_WEIGHTS), the whole file comp
 from int8 weights, with float input and output.
 Measured on that Zen 3 (LiteRT, alternating rounds; int8 file time / fp32 file time): batch 1
 on one thread lenet5 0.69x, seed 0.76x, edge 1.00x, wide 1.00x (was 1.00x, 0.89x, 1.37x,
-1.21x with only the stem float); batch 256 on two threads 0.99-1.02x the fp32 throughput
-(was 0.69-0.97x). Sizes: within a few percent of the all-int8 file's.
+1.21x with only the stem float); batch 256 on two threads 0.93-1.09x the fp32 throughput in
+two noisy runs (was 0.69-0.97x). Sizes: within 5 % of the all-int8 file's.
 
 With VNNI (`vpdpbusd`) the int8 kernels gain 4x per instruction and the whole file is int8
 (measured on a Zen 5: int8 0.38-0.55x fp32 at batch 1); on ARM too (not measured).
