@@ -249,6 +249,10 @@ def test_paired_child_times_two_files_in_rounds(lin_model, tmp_path):
     bad = run_pair(a, {**a, "path": str(tmp_path / "gone.onnx")}, 1, "cpu", rounds=1)
     assert set(bad) == {"error"} and "gone.onnx" in bad["error"]
     late = run_pair(a, {**a, "id": "b"}, 1, "cpu", rounds=1, timeout=0.01)  # each in its process
+    from mnistopt.bench.paired import _threads
+
+    assert _threads({"latency": {"1": {"threads": 2}}}, 1) == 2  # as the bench ran it
+    assert _threads({"latency": {"1": {"threads": 2}}}, 256) is None and _threads({}, 1) is None
     assert late == {"error": "a: timed out"}
     # Records of one arch's int8 and fp32 files: the int8 record gets the pair's timing.
     recs = [{"id": f"edge-{q}.onnx", "arch": "edge", "quant": q, "kind": "artifact",

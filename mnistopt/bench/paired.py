@@ -93,12 +93,13 @@ def attach(records: list[dict], device: str, threads: int | None = None,
 
 def run_pair(a: dict, b: dict, batch: int, device: str, threads: int | None = None,
              rounds: int = ROUNDS, timeout: float = TIMEOUT_S) -> dict:
-    """One pair, each file in its own fresh process, timed in alternating rounds;
-    {ratio, spread, rounds, p50_us, vs_p50_us} or {error}."""
+    """One pair, each file in its own fresh process on `threads` (default: the threads its
+    record ran on), timed in alternating rounds; {ratio, spread, rounds, p50_us, vs_p50_us} or
+    {error}."""
     deadline = time.monotonic() + timeout
     with tempfile.TemporaryDirectory(prefix="mnistopt-paired-") as tmp:
-        children = [_Child(rec, batch, device, threads, Path(tmp) / f"{side}.err")
-                    for side, rec in (("a", a), ("b", b))]
+        children = [_Child(rec, batch, device, threads or _threads(rec, batch),
+                           Path(tmp) / f"{side}.err") for side, rec in (("a", a), ("b", b))]
         try:
             for child in children:
                 child.ask(None, deadline)  # loaded and warm
@@ -110,6 +111,14 @@ def run_pair(a: dict, b: dict, batch: int, device: str, threads: int | None = No
         finally:
             for child in children:
                 child.close()
+
+
+def _threads(rec: dict, batch: int) -> int | None:
+    """The threads the bench ran `rec` on at `batch` (its thread trial's choice): the pair is
+    timed as the rows were, not on a second trial's draw (two trials on a noisy host had put
+    edge's int8 and fp32 files on different counts, 7 % apart)."""
+    got = ((rec.get("latency") or {}).get(str(batch)) or {}).get("threads")
+    return got if isinstance(got, int) and got > 0 else None
 
 
 class _ChildError(Exception):
