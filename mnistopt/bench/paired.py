@@ -98,11 +98,12 @@ def run_pair(a: dict, b: dict, batch: int, device: str, threads: int | None = No
     {error}."""
     deadline = time.monotonic() + timeout
     with tempfile.TemporaryDirectory(prefix="mnistopt-paired-") as tmp:
-        children = [_Child(rec, batch, device, threads or _threads(rec, batch),
-                           Path(tmp) / f"{side}.err") for side, rec in (("a", a), ("b", b))]
+        children = []
         try:
-            for child in children:
-                child.ask(None, deadline)  # loaded and warm
+            for side, rec in (("a", a), ("b", b)):  # one after the other: warm-ups apart
+                children.append(_Child(rec, batch, device, threads or _threads(rec, batch),
+                                       Path(tmp) / f"{side}.err"))
+                children[-1].ask(None, deadline)  # loaded and warm
             round_s = ROUND_S if batch < BIG_BATCH else BIG_ROUND_S
             return combine([(children[0].ask(round_s, deadline), children[1].ask(round_s, deadline))
                             for _ in range(rounds)])

@@ -205,7 +205,7 @@ def _aeq(run, fp32: Path, mode: str, workdir: Path, ctx) -> tuple[Path, dict, st
     return out, settings, reason
 
 
-def _float_part(q, fp32: Path, ctx) -> tuple[list[str], str]:
+def _float_part(q, fp32: Path, ctx) -> tuple[list[str], str, str]:
     """Compute the ops through the last convolution (or all) in float where the CPU wants it
     (`tflite_int8`): the layers from int8 weights, the ops between them unquantized.
     (those ops' names, why, the file's input/output: "int8", "float-int8" or "float")."""
@@ -238,7 +238,7 @@ def _float_part(q, fp32: Path, ctx) -> tuple[list[str], str]:
             q.update_quantization_recipe(regex=scope, operation_name=op,
                                          algorithm_key=quantizer.AlgorithmName.NO_QUANTIZE)
     if not part:
-        return [], why, "int8"
+        return [], "", "int8"  # no convolution: nothing this plan keeps float
     # The float part starts at the input: an int8 input would only be dequantized again.
     ends = ["INPUT"] + (["OUTPUT"] if len(part) == len(model.operators) else [])
     for end in ends:
