@@ -107,6 +107,16 @@ def test_peer_verdicts_follow_paired_timing_of_the_same_pairs():
     assert peer_pairs(edge_records(), 256) == []  # no peers, nothing to pair
 
 
+def test_an_int8_file_that_computes_in_float_is_measured_against_the_float_peak():
+    assert goals.dtype_of({"quant": "int8"}) == "int8"
+    assert goals.dtype_of({"quant": "fp16"}) == "fp32"
+    floaty = {"quant": "int8", "meta": {"quantize_settings": {
+        "activations": "float throughout: the dense head is too small to repay a quantize"}}}
+    assert goals.dtype_of(floaty) == "fp32"
+    floaty["meta"]["quantize_settings"]["activations"] = "float through the last convolution, int8 after it"
+    assert goals.dtype_of(floaty) == "int8"  # mixed: its head is int8
+
+
 def test_goals_name_what_was_not_measured():
     t = goals.check_targets([], VNNI_ENV)
     assert all(x["ok"] is None and "not measured" in x["detail"] for x in t)

@@ -313,8 +313,12 @@ def recommend_lines(report: dict) -> list[str]:
 def dtype_of(rec: dict) -> str:
     """The arithmetic a row's convolutions and dense layers run in: int8 for static int8
     files, fp32 otherwise (dynamic-range files keep float convolutions; fp16 files run in
-    float32 on a CPU without fp16 arithmetic)."""
-    return "int8" if rec.get("quant") == "int8" else "fp32"
+    float32 on a CPU without fp16 arithmetic), and for int8 files whose metadata says they
+    compute in float throughout (`export/tflite_int8`: int8 weights only, on x86 without VNNI)."""
+    if rec.get("quant") != "int8":
+        return "fp32"
+    acts = ((rec.get("meta") or {}).get("quantize_settings") or {}).get("activations")
+    return "fp32" if isinstance(acts, str) and acts.startswith("float throughout") else "int8"
 
 
 def percent_of_peak(rec: dict, peak, cores: int | None = None) -> dict:

@@ -50,7 +50,7 @@ def float_part_plan(cpu, full_int8: bool = False) -> tuple[bool, str]:
     if cpu.is_x86 and not cpu.vnni:
         return True, ("without VNNI, XNNPACK's int8 convolutions (int16 multiply-adds) are slower "
                       "than its float FMA, so the ops through the last convolution compute in "
-                      "float from int8 weights and the file quantizes after them")
+                      "float from int8 weights")
     return False, ""
 
 

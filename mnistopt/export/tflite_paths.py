@@ -245,9 +245,8 @@ def _float_part(q, fp32: Path, ctx) -> tuple[list[str], str, str]:
         q.update_quantization_recipe(regex=".*", operation_name=getattr(qtyping.TFLOperationName, end),
                                      algorithm_key=quantizer.AlgorithmName.NO_QUANTIZE)
     names = [model.operators[i].name for i in part]
-    if len(ends) == 2:
-        why += ("; its dense head is too small to repay a quantize, so every op computes in "
-                "float (int8 weights only)")
+    why += ("; its dense head is too small to repay a quantize, so the file computes in float "
+            "throughout" if len(ends) == 2 else " and the file quantizes after them")
     return names, f"{why} ({', '.join(names)})", "float" if len(ends) == 2 else "float-int8"
 
 
