@@ -242,22 +242,29 @@ def test_paired_pairs_are_the_targets_pairs():
 
 
 def test_alternate_takes_the_median_of_round_ratios():
-    """A host that slows down round after round slows both files alike: the ratio holds."""
+    """A host that slows down round after round slows both files alike: the ratio holds. The
+    order flips every round (a b, b a, ...): whichever runs first in a round meets the other's
+    just-used cores, and one order always would bias the ratio."""
     from mnistopt.bench.paired import alternate
 
-    now, calls, slow = [0.0], [], [1]
+    now, calls, slow, pauses, starts = [0.0], [], [1], [0], []
 
     def call(name, cost):
         def run():
-            if name == "a" and calls and calls[-1] == "b":  # a new round: the host slows down
-                slow[0] += 1
             calls.append(name)
             now[0] += cost * slow[0]
         return run
 
+    def pause(s):
+        pauses[0] += 1
+        starts.append(len(calls))  # a file's block starts with the next call
+        if pauses[0] % 2 == 1 and pauses[0] > 1:  # a new round: the host slows down
+            slow[0] += 1
+
     res = alternate(call("a", 2.0), call("b", 4.0), rounds=5, round_s=10.0, clock=lambda: now[0],
-                    pause=lambda s: None)
+                    pause=pause)
     assert res["rounds"] == 5 and res["ratio"] == pytest.approx(0.5)
     assert res["spread"] == pytest.approx(0.0)  # every round the same ratio
     assert res["p50_us"] == pytest.approx(6e6) and res["vs_p50_us"] == pytest.approx(12e6)
-    assert calls[:2] == ["a", "a"] and slow[0] == 5  # a's round first (its first call untimed)
+    order = [calls[i] for i in starts]
+    assert order == ["a", "b", "b", "a", "a", "b", "b", "a", "a", "b"] and slow[0] == 5

@@ -105,8 +105,8 @@ def run_pair(a: dict, b: dict, batch: int, device: str, threads: int | None = No
                                        Path(tmp) / f"{side}.err"))
                 children[-1].ask(None, deadline)  # loaded and warm
             round_s = ROUND_S if batch < BIG_BATCH else BIG_ROUND_S
-            return combine([(children[0].ask(round_s, deadline), children[1].ask(round_s, deadline))
-                            for _ in range(rounds)])
+            a_round, b_round = (lambda c=c: c.ask(round_s, deadline) for c in children)
+            return combine([in_turn(i, a_round, b_round) for i in range(rounds)])
         except _ChildError as exc:
             return {"error": str(exc)}
         finally:
@@ -207,11 +207,22 @@ def combine(meds: list[tuple[float, float]]) -> dict:
             "vs_p50_us": 1e6 * float(np.median([m[1] for m in meds]))}
 
 
+def in_turn(i: int, a_round, b_round) -> tuple[float, float]:
+    """Round `i`: (a's, b's) median, a first in even rounds and b first in odd ones. Run in one
+    order always, the first file of each round would always meet the cores just after the
+    other's pool used them, a bias that no number of rounds removes."""
+    if i % 2:
+        b = b_round()
+        return a_round(), b
+    a = a_round()
+    return a, b_round()
+
+
 def alternate(run_a, run_b, rounds: int = ROUNDS, round_s: float = ROUND_S,
               clock=time.perf_counter, pause=time.sleep) -> dict:
-    """`combine` of `rounds` rounds timing `run_a` then `run_b` in this process."""
-    return combine([(time_round(run_a, round_s, clock, pause), time_round(run_b, round_s, clock, pause))
-                    for _ in range(rounds)])
+    """`combine` of `rounds` rounds timing `run_a` and `run_b` in turn in this process."""
+    return combine([in_turn(i, lambda: time_round(run_a, round_s, clock, pause),
+                            lambda: time_round(run_b, round_s, clock, pause)) for i in range(rounds)])
 
 
 def main(argv=None) -> int:
