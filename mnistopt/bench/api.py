@@ -24,7 +24,7 @@ def bench(paths: list[Path] | None = None, settings: Settings | None = None,
     by default each format's own, plus OpenVINO for ONNX files on the cpu target where it is
     installed).
     `paired`: on cpu / gpu, time each pair the targets compare (int8 / fp32, best file / best
-    peer) again in alternating rounds in one process (`bench/paired.py`); the targets then
+    peer) again in alternating rounds, each in its own process (`bench/paired.py`); the targets then
     decide on that ratio.
     """
     from ..targets.document import run_options

@@ -52,7 +52,7 @@ def bench_command(
     runtime: Annotated[Optional[List[str]], typer.Option(metavar="NAME", help=_runtime_help())] = None,
     paired: Annotated[bool, typer.Option(
         "--paired/--no-paired", help="Time each pair the targets compare (int8/fp32, best/peer) again, the two "
-                                     "files in alternating rounds in one process (cpu, gpu)")] = True,
+                                     "files in alternating rounds, each in its own process (cpu, gpu)")] = True,
 ) -> None:
     """Benchmark artifacts and native models: latency percentiles, throughput, accuracy, size,
     cold start and memory, each in a fresh process; % of the CPU's peak multiply-adds; check

@@ -8,7 +8,7 @@ Goals (issue 15; which apply depends on the CPU's class, from the report's envir
 - Without VNNI: int8 never slower than fp32 in that runtime (b1 p50 and b256 throughput); the
   earlier goals stand (edge int8 <= 30 µs, one int8/fp32 pair >= 1.5x throughput).
 - The int8-vs-fp32 and peer verdicts use the pair's paired timing where the run has it (both
-  in alternating rounds in one process, `bench/paired.py`); the separate p50s are shown beside.
+  in alternating rounds, each in its own process, `bench/paired.py`); the separate p50s beside.
 - Always: best int8 file at least 20x torch eager on seed at b1; mnistopt's best file against
   the best peer (records with a truthy `peer` entry: OpenVINO, torch.compile, the tutorial
   path, ExecuTorch, ...) >= 1.2x at b1 and b256, for each arch, among files and peers that
@@ -103,8 +103,8 @@ def fastest_runtime_pair(records, arch: str):
 
 
 def paired_ratio(a: dict, b: dict, batch: int) -> float | None:
-    """`a`'s time over `b`'s at `batch` images a call, timed in alternating rounds in one
-    process (`bench/paired.py`), when this run did that for this pair."""
+    """`a`'s time over `b`'s at `batch` images a call, timed in alternating rounds
+    (`bench/paired.py`), when this run did that for this pair."""
     got = _paired(a, b, batch)
     return got.get("ratio") if got else None
 
@@ -141,7 +141,7 @@ def _int8_vs_fp32(records, arch, vnni: bool, big: int | None) -> dict:
     parts = [f"{label}: b1 int8 {p50(q):.1f} µs / fp32 {p50(f):.1f} µs = {ratio:.2f}x"
              + (f", paired {both:.2f}x" + (f" ±{tie:.2f}" if tie else "") if both else "")
              + f" (goal <= {b1_goal})"]
-    ratio = both or ratio  # alternating rounds in one process: what host drift does not move
+    ratio = both or ratio  # alternating rounds: what host drift does not move
     oks = [ratio <= b1_goal + tie]
     if big:
         qt = [r for r in int8 if throughput(r, big)]
@@ -251,7 +251,7 @@ def _vs_peers(records, arch: str, big: int | None) -> dict:
                          f"{_fmt_ips(throughput(p, batch))} img/s = {ratio:.2f}x")
         if both:
             parts[-1] += f", paired {both:.2f}x"
-        ratios.append(both or ratio)  # alternating rounds in one process, where the run has them
+        ratios.append(both or ratio)  # alternating rounds, where the run has them
     if not ratios:
         return _line(name, goal, None, None, f"not measured: no {arch} file and peer at one batch size")
     ok = False if min(ratios) < 1.2 else (True if len(ratios) == 2 else None)
