@@ -239,6 +239,14 @@ def test_paired_pairs_are_the_targets_pairs():
     assert got == [(1, "edge-torch-int8.tflite", "edge-torch-fp32.tflite"),
                    (256, "edge-torch-int8.tflite", "edge-torch-fp32.tflite")]
     assert pairs([r for r in recs if r["quant"] == "fp32"], 256) == []
+    # A batch-256 file of more throughput is the b256 int8 side of both the pair and the verdict.
+    recs.append(rec("edge-torch-int8-b256.tflite", "edge", "int8", b1=5000.0, b256=60000.0))
+    got = [(b, a["id"], f["id"]) for b, a, f in pairs(recs, 256)]
+    assert got[1] == (256, "edge-torch-int8-b256.tflite", "edge-torch-fp32.tflite")
+    assert [(b, a["id"], f["id"]) for b, a, f in pairs(recs, 256)] == \
+        [(b, *(r["id"] for r in goals.int8_fp32_pair(recs, "edge", b))) for b in (1, 256)]
+    line = by_name(goals.check_targets(recs, AVX2_ENV), "int8 vs fp32, fastest runtime (edge)")
+    assert "b256 60.0k / 20.0k img/s = 3.00x" in line["detail"]
 
 
 def test_alternate_takes_the_median_of_round_ratios():

@@ -122,6 +122,23 @@ def _tie(a: dict, b: dict, batch: int) -> float:
     return min(float(got.get("spread") or 0.0), MAX_TIE)
 
 
+def int8_fp32_pair(records, arch: str, batch: int):
+    """(int8 file, fp32 file) the int8-vs-fp32 target of `arch` judges at `batch` images a
+    call, both of the runtime whose file is the fastest of `arch` at batch 1
+    (`fastest_runtime_pair`): the fastest of each by p50 at batch 1, of the most throughput
+    above; None when that runtime lacks either."""
+    pair = fastest_runtime_pair(records, arch)
+    if pair is None or not pair[1] or not pair[2]:
+        return None
+    _, int8, fp32 = pair
+    if batch == 1:
+        return min(int8, key=p50), min(fp32, key=p50)
+    q, f = [r for r in int8 if throughput(r, batch)], [r for r in fp32 if throughput(r, batch)]
+    if not (q and f):
+        return None
+    return max(q, key=lambda r: throughput(r, batch)), max(f, key=lambda r: throughput(r, batch))
+
+
 def _int8_vs_fp32(records, arch, vnni: bool, big: int | None) -> dict:
     b1_goal, big_goal = (0.67, 2.0) if vnni else (1.0, 1.0)
     name = f"int8 vs fp32, fastest runtime ({arch})"
@@ -133,8 +150,8 @@ def _int8_vs_fp32(records, arch, vnni: bool, big: int | None) -> dict:
         why = f"no {arch} files" if pair is None else \
             f"{pair[0]} has no {'int8' if not pair[1] else 'fp32'} file of {arch}"
         return _line(name, goal, None, None, f"not measured: {why}")
-    label, int8, fp32 = pair
-    q, f = min(int8, key=p50), min(fp32, key=p50)
+    label = pair[0]
+    q, f = int8_fp32_pair(records, arch, 1)
     ratio = p50(q) / p50(f)
     both = paired_ratio(q, f, 1)
     tie = 0.0 if vnni else _tie(q, f, 1)
@@ -143,20 +160,17 @@ def _int8_vs_fp32(records, arch, vnni: bool, big: int | None) -> dict:
              + f" (goal <= {b1_goal})"]
     ratio = both or ratio  # alternating rounds: what host drift does not move
     oks = [ratio <= b1_goal + tie]
-    if big:
-        qt = [r for r in int8 if throughput(r, big)]
-        ft = [r for r in fp32 if throughput(r, big)]
-        if qt and ft:
-            qb, fb = max(qt, key=lambda r: throughput(r, big)), max(ft, key=lambda r: throughput(r, big))
-            tr = throughput(qb, big) / throughput(fb, big)
-            both = paired_ratio(qb, fb, big)
-            tie = 0.0 if vnni else _tie(qb, fb, big)
-            tr_both = 1 / both if both else None  # a time ratio, turned into a throughput one
-            parts.append(f"b{big} {_fmt_ips(throughput(qb, big))} / {_fmt_ips(throughput(fb, big))} "
-                         f"img/s = {tr:.2f}x" + (f", paired {tr_both:.2f}x" + (
-                             f" ±{tie:.2f}" if tie else "") if both else "")
-                         + f" (goal >= {big_goal})")
-            oks.append((tr_both or tr) >= big_goal - tie)
+    if big and (got := int8_fp32_pair(records, arch, big)):
+        qb, fb = got
+        tr = throughput(qb, big) / throughput(fb, big)
+        both = paired_ratio(qb, fb, big)
+        tie = 0.0 if vnni else _tie(qb, fb, big)
+        tr_both = 1 / both if both else None  # a time ratio, turned into a throughput one
+        parts.append(f"b{big} {_fmt_ips(throughput(qb, big))} / {_fmt_ips(throughput(fb, big))} "
+                     f"img/s = {tr:.2f}x" + (f", paired {tr_both:.2f}x" + (
+                         f" ±{tie:.2f}" if tie else "") if both else "")
+                     + f" (goal >= {big_goal})")
+        oks.append((tr_both or tr) >= big_goal - tie)
     if len(oks) < 2:
         parts.append(f"b{BIG} not measured")
     ok = False if not all(oks) else (True if len(oks) == 2 else None)

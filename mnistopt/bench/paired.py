@@ -45,24 +45,11 @@ TIMEOUT_S = 300
 
 def pairs(records: list[dict], big: int | None) -> list[tuple[int, dict, dict]]:
     """(batch, int8 record, fp32 record) of every int8-vs-fp32 target this run can speak to:
-    per arch, the runtime of the fastest file at batch 1, its fastest int8 and fp32 files at
-    batch 1, and at `big` its int8 and fp32 files of the most throughput."""
-    from .goals import ARCHS, fastest_runtime_pair, p50, throughput
+    per arch, at batch 1 and at `big`, as `goals.int8_fp32_pair` picks them."""
+    from .goals import ARCHS, int8_fp32_pair
 
-    out = []
-    for arch in ARCHS:
-        pair = fastest_runtime_pair(records, arch)
-        if pair is None or not pair[1] or not pair[2]:
-            continue
-        _, int8, fp32 = pair
-        out.append((1, min(int8, key=p50), min(fp32, key=p50)))
-        if big:
-            q = [r for r in int8 if throughput(r, big)]
-            f = [r for r in fp32 if throughput(r, big)]
-            if q and f:
-                out.append((big, max(q, key=lambda r: throughput(r, big)),
-                            max(f, key=lambda r: throughput(r, big))))
-    return out
+    return [(batch, *pair) for arch in ARCHS for batch in ((1, big) if big else (1,))
+            if (pair := int8_fp32_pair(records, arch, batch))]
 
 
 def peer_pairs(records: list[dict], big: int | None) -> list[tuple[int, dict, dict]]:
