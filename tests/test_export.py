@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -208,7 +209,8 @@ def test_torch_tflite_int8_float_part_follows_the_cpu(runs, small, tmp_path):
     from mnistopt.errors import McuError
     from mnistopt.hw import parse_cpuinfo
     from mnistopt.mcu.micro import check_int8
-    from mnistopt.runtime.flatbuf import read_tflite
+    from mnistopt.runtime.flatbuf import mac_split, read_tflite
+    from mnistopt.targets.items import artifact_item
 
     avx2 = parse_cpuinfo("model name : X\nflags : sse4_1 avx2 fma\n", "x86_64")
     vnni = parse_cpuinfo("model name : X\nflags : avx2 fma avx512f avx512_vnni\n", "x86_64")
@@ -233,6 +235,11 @@ def test_torch_tflite_int8_float_part_follows_the_cpu(runs, small, tmp_path):
     # float in (the float part starts at the input), int8 out (the head's last layer)
     assert model.tensors[model.operators[0].inputs[0]].dtype == "float32"
     assert "float in, int8 out" in files["avx2"].metadata["quantize"]["reason"]
+    # The bench's % of peak reads the same split from the file: convs float, head int8.
+    fl, it = mac_split(model)
+    assert it == sum(math.prod(model.tensors[d.inputs[1]].shape) for d in dense) and fl > 6 * it
+    assert artifact_item(files["avx2"].path).float_mac_share == pytest.approx(fl / (fl + it))
+    assert artifact_item(files["full"].path).float_mac_share == 0.0
     with pytest.raises(McuError, match="--full-int8"):
         check_int8(model, "avx2")
     assert files["avx2"].path.stat().st_size < 1.1 * files["full"].path.stat().st_size

@@ -107,14 +107,21 @@ def test_peer_verdicts_follow_paired_timing_of_the_same_pairs():
     assert peer_pairs(edge_records(), 256) == []  # no peers, nothing to pair
 
 
-def test_an_int8_file_that_computes_in_float_is_measured_against_the_float_peak():
-    assert goals.dtype_of({"quant": "int8"}) == "int8"
-    assert goals.dtype_of({"quant": "fp16"}) == "fp32"
-    floaty = {"quant": "int8", "meta": {"quantize_settings": {
-        "activations": "float throughout: the dense head is too small to repay a quantize"}}}
-    assert goals.dtype_of(floaty) == "fp32"
-    floaty["meta"]["quantize_settings"]["activations"] = "float through the last convolution, int8 after it"
-    assert goals.dtype_of(floaty) == "int8"  # mixed: its head is int8
+def test_an_int8_file_that_computes_in_float_is_measured_against_its_mix():
+    """% of peak follows the arithmetic the file's own ops do (`float_mac_share`): an int8
+    file whose convolutions run in float counts those MACs at the float peak."""
+    p = Peak(fp32=16, int8=64, ghz=2.0, clock_source="test", fp32_basis="", int8_basis="")
+    assert goals.float_share({"quant": "int8"}) == 0.0 and goals.peak_dtype({"quant": "int8"}) == "int8"
+    assert goals.float_share({"quant": "fp16", "float_mac_share": 0.0}) == 1.0
+    assert goals.float_share({"quant": "int8", "float_mac_share": 7}) == 0.0  # not a share
+    q = rec("q", "edge", "int8", b1=50.0, macs=1_000_000)
+    q["float_mac_share"] = 1.0  # float throughout, from int8 weights: the float peak
+    assert goals.percent_of_peak(q, p) == {"1": pytest.approx(62.5)} and goals.peak_dtype(q) == "fp32"
+    q["float_mac_share"] = 0.5  # at peak: 0.5 M / 32 G + 0.5 M / 128 G = 19.5 µs of the 50
+    assert goals.percent_of_peak(q, p) == {"1": pytest.approx(100 * (0.5e6 / 32e9 + 0.5e6 / 128e9) / 50e-6)}
+    assert goals.peak_dtype(q) == "fp32 50% + int8 50%"
+    assert goals.peak_macs_per_s(q, Peak(16, 0, 2.0, "test", "", ""), 1) is None  # int8 peak unknown
+    assert goals.peak_macs_per_s({**q, "float_mac_share": 1.0}, Peak(16, 0, 2.0, "test", "", ""), 1) == pytest.approx(32e9)
 
 
 def test_goals_name_what_was_not_measured():

@@ -324,15 +324,31 @@ def recommend_lines(report: dict) -> list[str]:
 
 # --- % of peak --------------------------------------------------------------------------------
 
-def dtype_of(rec: dict) -> str:
-    """The arithmetic a row's convolutions and dense layers run in: int8 for static int8
-    files, fp32 otherwise (dynamic-range files keep float convolutions; fp16 files run in
-    float32 on a CPU without fp16 arithmetic), and for int8 files whose metadata says they
-    compute in float throughout (`export/tflite_int8`: int8 weights only, on x86 without VNNI)."""
+def float_share(rec: dict) -> float:
+    """The share of a row's multiply-adds that run in float: all for fp32, dynamic-range (float
+    convolutions) and fp16 files (float32 arithmetic on a CPU without fp16), none for a static
+    int8 file unless its own ops say otherwise (`float_mac_share`, read from the file: an int8
+    TFLite file made for x86 without VNNI computes its convolutions in float)."""
     if rec.get("quant") != "int8":
-        return "fp32"
-    acts = ((rec.get("meta") or {}).get("quantize_settings") or {}).get("activations")
-    return "fp32" if isinstance(acts, str) and acts.startswith("float throughout") else "int8"
+        return 1.0
+    s = rec.get("float_mac_share")
+    return float(s) if isinstance(s, (int, float)) and 0.0 <= s <= 1.0 else 0.0
+
+
+def peak_dtype(rec: dict) -> str:
+    """The peak a row is measured against: "fp32", "int8" or "fp32 N% + int8 M%"."""
+    s = float_share(rec)
+    return "fp32" if s >= 1.0 else "int8" if s <= 0.0 else f"fp32 {s:.0%} + int8 {1 - s:.0%}"
+
+
+def peak_macs_per_s(rec: dict, peak, threads: int) -> float | None:
+    """The peak multiply-adds per second for a row's mix of float and int8 arithmetic: the time
+    its MACs would take at each type's peak, summed (None where the CPU's peak is unknown)."""
+    s = float_share(rec)
+    fp, i8 = peak.macs_per_s("fp32", threads), peak.macs_per_s("int8", threads)
+    if (s > 0 and not fp) or (s < 1 and not i8):
+        return None
+    return 1.0 / ((s / fp if s > 0 else 0.0) + ((1 - s) / i8 if s < 1 else 0.0))
 
 
 def percent_of_peak(rec: dict, peak, cores: int | None = None) -> dict:
@@ -346,7 +362,7 @@ def percent_of_peak(rec: dict, peak, cores: int | None = None) -> dict:
         threads = s.get("threads") or rec.get("threads") or 1
         if cores:
             threads = min(threads, cores)
-        top = peak.macs_per_s(dtype_of(rec), threads)
+        top = peak_macs_per_s(rec, peak, threads)
         if top and s.get("images_per_s"):
             out[b] = 100.0 * macs * s["images_per_s"] / top
     return out

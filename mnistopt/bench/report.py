@@ -8,7 +8,7 @@ JSON schema "mnistopt.bench/1"::
      "environment": {cpu: {model, flags, avx2, vnni, dotprod}, cores_available, threads,
                      loadavg, libraries: {name: version}, ...},
      "results": [{id, kind: artifact|native, path, backend, backend_label, framework, arch,
-                  format, quant, file_bytes, params, macs, device,
+                  format, quant, file_bytes, params, macs, float_mac_share, device,
                   latency_source: native|remote|emulated, accuracy, n_images, threads,
                   latency: {"1": {batch, n, mean_us, p50_us, p90_us, p99_us, p99_9_us,
                                   min_us, max_us, std_us, images_per_s}, ...},
@@ -20,7 +20,7 @@ JSON schema "mnistopt.bench/1"::
                          b256: {id, runtime, quant, images_per_s}}],
      "peak": {fp32_macs_per_cycle, int8_macs_per_cycle, ghz, clock_source, fp32_basis,
               int8_basis},   (device cpu; each timed row then has pct_peak: {batch: %} and
-                              peak_dtype)
+                              peak_dtype: fp32, int8 or the mix its float_mac_share says)
      "profile": {id: {...}}   (with --profile: per-node p50 for ONNX, delegation for TFLite)
      "failures": [one line per model that failed; absent in reports built from bare records]}
 
@@ -66,7 +66,7 @@ def build_report(records: list[dict], options: dict, environment: dict, device: 
             pct = goals.percent_of_peak(r, peak, cores)
             if pct:
                 r["pct_peak"] = {b: round(v, 2) for b, v in pct.items()}
-                r["peak_dtype"] = goals.dtype_of(r)
+                r["peak_dtype"] = goals.peak_dtype(r)
     return rep
 
 
@@ -257,7 +257,8 @@ def peak_line(report: dict) -> str | None:
     return (f"% peak: MACs/image x img/s over the cores used x per-core peak at {p['ghz']:.2f} GHz "
             f"({p['clock_source']}; override with $MNISTOPT_CPU_GHZ): fp32 "
             f"{p['fp32_macs_per_cycle']} MACs/cycle ({p['fp32_basis']}), int8 "
-            f"{p['int8_macs_per_cycle']} ({p['int8_basis']})")
+            f"{p['int8_macs_per_cycle']} ({p['int8_basis']}); a file that computes part in float "
+            f"is measured against the mix")
 
 
 def target_lines(report: dict) -> list[str]:

@@ -30,6 +30,8 @@ With VNNI (`vpdpbusd`) the int8 kernels gain 4x per instruction and the whole fi
 
 from __future__ import annotations
 
+import math
+
 # The ops that slide a kernel over a feature map: slower in int8 than in float on x86
 # without VNNI (above).
 CONVS = {"CONV_2D", "DEPTHWISE_CONV_2D"}
@@ -63,16 +65,9 @@ def float_part(model) -> list[int]:
     last = [i for i, op in enumerate(ops) if op.name in CONVS]
     if not last:
         return []
-    head = sum(_size(model.tensors[op.inputs[1]].shape) for op in ops[last[-1] + 1:]
+    head = sum(math.prod(model.tensors[op.inputs[1]].shape) for op in ops[last[-1] + 1:]
                if op.name == "FULLY_CONNECTED" and len(op.inputs) > 1 and op.inputs[1] >= 0)
     return list(range(len(ops) if head < HEAD_WEIGHTS else last[-1] + 1))
-
-
-def _size(shape) -> int:
-    n = 1
-    for d in shape or ():
-        n *= max(int(d), 0)
-    return n
 
 
 def op_scope(model, index: int) -> str:

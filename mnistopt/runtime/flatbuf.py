@@ -288,6 +288,35 @@ def _parse(r: _Reader) -> TFLiteModel:
         signatures=_signatures(r, root))
 
 
+# Ops whose multiply-adds dominate a ConvNet: (output positions per image) x (weight elements),
+# input 1 holding the weights ([O, kh, kw, I], [1, kh, kw, C] or [O, I]).
+MAC_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")
+
+
+def mac_split(model: TFLiteModel) -> tuple[int, int]:
+    """(float, integer) multiply-adds per image of the main subgraph's convolutions and dense
+    layers, each counted by its output's type: an op that dequantizes int8 weights and writes
+    float computes in float."""
+    fl = it = 0
+    for op in model.operators:
+        if op.name not in MAC_OPS or len(op.inputs) < 2 or op.inputs[1] < 0 or not op.outputs:
+            continue
+        out, w = model.tensors[op.outputs[0]], model.tensors[op.inputs[1]]
+        n = _prod(out.shape[1:-1]) * _prod(w.shape)
+        if out.dtype in FLOAT_TYPES:
+            fl += n
+        else:
+            it += n
+    return fl, it
+
+
+def _prod(dims) -> int:
+    n = 1
+    for d in dims:
+        n *= max(int(d), 1)  # an unknown (-1) dimension counts once
+    return n
+
+
 def read_tflite(data, name: str = "model") -> TFLiteModel:
     """Parse a .tflite file's bytes; ModelLoadError when it is not one or is truncated."""
     if not is_tflite(data):

@@ -34,7 +34,10 @@ RECORD_KEYS = {
     "backend_label": "how a table names the runner", "framework": "torch | keras | tf",
     "arch": "architecture name", "format": "onnx | tflite | native",
     "quant": "fp32 | int8 | dynamic | fp16", "file_bytes": "size on disk",
-    "params": "parameter count", "macs": "multiply-adds per image", "meta": "sidecar extracts",
+    "params": "parameter count", "macs": "multiply-adds per image",
+    "float_mac_share": "share of the multiply-adds computed in float, read from the file's own "
+                       "ops (TFLite); null where the quant says (int8: none, others: all)",
+    "meta": "sidecar extracts",
     "device": "the target's name", "latency_source": "native | remote | emulated",
     "accuracy": "top-1 on the test images", "n_images": "how many test images",
     "latency": "{batch: {n, mean_us, p50_us, p90_us, p99_us, p99_9_us, min_us, max_us, "
@@ -68,6 +71,7 @@ class Item:
     file_bytes: int = 0
     params: int | None = None
     macs: int | None = None
+    float_mac_share: float | None = None
     meta: dict = field(default_factory=dict)
     peer: dict | None = None  # set on a peer's item (see RECORD_KEYS); None for mnistopt's own
 

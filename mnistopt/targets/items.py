@@ -27,6 +27,22 @@ def _arch_figures(arch: str | None) -> tuple[int | None, int | None]:
     return (a.params, a.macs) if a else (None, None)
 
 
+def _float_mac_share(path: Path) -> float | None:
+    """How much of a TFLite file's arithmetic is float, from its ops: an int8 file made for a
+    CPU without VNNI computes its convolutions in float (`export/tflite_int8`). None for
+    other formats, or a file that does not parse (its load fails later, with the reason)."""
+    from ..errors import ModelLoadError
+    from ..runtime.flatbuf import mac_split, read_tflite
+
+    if path.suffix.lower() != ".tflite":
+        return None
+    try:
+        fl, it = mac_split(read_tflite(path.read_bytes(), str(path)))
+    except (ModelLoadError, OSError):
+        return None
+    return fl / (fl + it) if fl + it else None
+
+
 def artifact_item(path: Path) -> Item:
     path = Path(path)
     if path.suffix.lower() not in ARTIFACT_BACKEND:
@@ -50,7 +66,7 @@ def artifact_item(path: Path) -> Item:
                 framework=meta.get("framework") or guess.get("framework"), arch=arch, format=fmt,
                 quant=q.get("tag") or guess.get("quant"),
                 file_bytes=path.stat().st_size, params=params, macs=macs,
-                meta={k: v for k, v in keep.items() if v is not None})
+                float_mac_share=_float_mac_share(path), meta={k: v for k, v in keep.items() if v is not None})
 
 
 def native_item(run_dir: Path) -> Item:
