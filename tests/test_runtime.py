@@ -202,6 +202,22 @@ def test_fast_path_equals_public_path(models, images):
         np.testing.assert_array_equal(clf.logits_prepared(x), clf.logits(images[:1]))
 
 
+@pytest.mark.parametrize("kind", ["onnx", "int8", "onnx_u8_b1"])
+def test_pixels_map_as_the_table_says_at_every_batch(models, kind):
+    """Whatever way `prepare` maps uint8 pixels (table, division, top-bit flip, none), every
+    pixel lands on the table's value, at batches below and above ARITH_BATCH."""
+    from mnistopt.runtime.classifier import ARITH_BATCH
+
+    clf = load(models[kind], threads=1)
+    every = np.resize(np.arange(256, dtype=np.uint8), (ARITH_BATCH + 1, 28, 28))
+    for n in (1, ARITH_BATCH - 1, ARITH_BATCH + 1):
+        got = clf.prepare(every[:n])
+        assert got.dtype == clf._lut.dtype
+        np.testing.assert_array_equal(got.reshape(n, -1), clf._lut[every[:n].reshape(n, -1)])
+    # float input: divided; int8 (pixels - 128): the top bit flipped; uint8 pixels: as they are
+    assert clf._pixels_how == {"onnx": "divide", "int8": "flip", "onnx_u8_b1": "none"}[kind]
+
+
 def test_threads_share_one_classifier(models, images):
     for kind in ("onnx", "int8"):
         clf = load(models[kind], threads=1)
