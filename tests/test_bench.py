@@ -241,11 +241,12 @@ def test_cli_end_to_end_smoke(tmp_path, lin_model, mnist):
 
 def test_paired_child_times_two_files_in_rounds(lin_model, tmp_path):
     """The paired timing's child: two real files in one process; its failures come back as data."""
-    from mnistopt.bench.paired import attach, run_pair
+    from mnistopt.bench.paired import MOST_ROUNDS, attach, run_pair
 
     a = {"id": "a", "backend": "onnxruntime", "path": str(lin_model)}
     res = run_pair(a, {**a, "id": "b"}, 4, "cpu", threads=1, rounds=3)
-    assert res["rounds"] == 3 and res["ratio"] > 0 and res["p50_us"] > 0 and res["vs_p50_us"] > 0
+    # 3 rounds, 3 more at a time while they stray (a noisy host), never over MOST_ROUNDS
+    assert res["rounds"] % 3 == 0 and res["rounds"] <= MOST_ROUNDS and res["ratio"] > 0 and res["p50_us"] > 0 and res["vs_p50_us"] > 0
     bad = run_pair(a, {**a, "path": str(tmp_path / "gone.onnx")}, 1, "cpu", rounds=1)
     assert set(bad) == {"error"} and "gone.onnx" in bad["error"]
     late = run_pair(a, {**a, "id": "b"}, 1, "cpu", rounds=1, timeout=0.01)  # each in its process
@@ -262,7 +263,7 @@ def test_paired_child_times_two_files_in_rounds(lin_model, tmp_path):
     recs.append({**recs[1], "id": "torch-edge/peer:tutorial", "peer": {"name": "tutorial"},
                  "backend": "onnxruntime-plain", "latency": {"1": {"p50_us": 60.0}}})
     attach(recs, "cpu", threads=1, rounds=2, progress=False)
-    assert recs[0]["paired"]["1"]["vs"] == "edge-fp32.onnx" and recs[0]["paired"]["1"]["rounds"] == 2
+    assert recs[0]["paired"]["1"]["vs"] == "edge-fp32.onnx" and recs[0]["paired"]["1"]["rounds"] % 2 == 0
     assert "paired" not in recs[1]
     # (both files 50 µs: the first, the int8 one, is mnistopt's best)
     assert recs[0]["paired_peer"]["1"]["vs"] == "torch-edge/peer:tutorial"

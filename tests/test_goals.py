@@ -283,3 +283,29 @@ def test_alternate_takes_the_median_of_round_ratios():
     assert res["p50_us"] == pytest.approx(6e6) and res["vs_p50_us"] == pytest.approx(12e6)
     order = [calls[i] for i in starts]
     assert order == ["a", "b", "b", "a", "a", "b", "b", "a", "a", "b"] and slow[0] == 5
+
+
+def test_noisy_rounds_get_more_rounds_and_a_steady_pair_does_not():
+    """Rounds that stray by over NOISY_SPREAD get ROUNDS more, up to MOST_ROUNDS: a noisy
+    moment is outvoted (its ratios stop deciding the median) rather than deciding."""
+    from mnistopt.bench.paired import MOST_ROUNDS, NOISY_SPREAD, until_steady
+
+    steady = until_steady(lambda i: (1.0, 2.0), rounds=9)
+    assert steady["rounds"] == 9 and steady["ratio"] == 0.5 and steady["spread"] == 0.0
+    # A host that is noisy for the first 9 rounds (ratios 0.4-1.7, median 1.35), then quiet
+    # at 0.5: alone they would decide 1.35x; with the quiet rounds the median is 0.5.
+    noisy = [1.2, 1.7, 0.4, 1.6, 1.35, 1.5, 0.45, 1.65, 0.9]
+    turn = lambda i: (noisy[i] if i < len(noisy) else 0.5, 1.0)  # noqa: E731
+    first = until_steady(turn, rounds=9, most=9)
+    assert first["rounds"] == 9 and first["spread"] > NOISY_SPREAD
+    assert first["ratio"] == pytest.approx(1.35)
+    more = until_steady(turn, rounds=9)
+    assert more["rounds"] == MOST_ROUNDS and more["ratio"] == pytest.approx(0.5)
+    assert more["spread"] < first["spread"]
+    # Quiet rounds after a short noisy start: stops as soon as the spread is small again.
+    short = until_steady(lambda i: (2.0 if i == 0 else 0.5, 1.0), rounds=3)
+    assert short["rounds"] == 6 and short["ratio"] == 0.5 and short["spread"] == 0.0
+    # Never noisy-proof: stops at MOST_ROUNDS even if the spread stays high.
+    flip = until_steady(lambda i: (1.0 + 0.5 * (i % 2), 1.0), rounds=9)
+    assert flip["rounds"] == MOST_ROUNDS and flip["spread"] > NOISY_SPREAD
+
