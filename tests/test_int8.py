@@ -253,3 +253,73 @@ def test_runtime_threads_automatic_and_asked(tmp_path):
     np.testing.assert_allclose(auto.run_raw(x), load(p, threads=1).run_raw(x), rtol=1e-5)
     asked = load(p, threads=2)
     assert asked.threads == 2 and asked.backend.threads_for(1) == 2
+
+
+def conv_flatten_dense(flatten="Flatten", dense="Gemm"):
+    """conv (1 -> 16, 3x3) -> ReLU -> 2x2 max pool -> flatten (16 x 13 x 13) -> dense -> 10."""
+    k = 16 * 13 * 13
+    nodes = [helper.make_node("Conv", ["input", "w1", "b1"], ["c1"], kernel_shape=[3, 3], name="conv"),
+             helper.make_node("Relu", ["c1"], ["r1"]),
+             helper.make_node("MaxPool", ["r1"], ["p1"], kernel_shape=[2, 2], strides=[2, 2]),
+             helper.make_node("Flatten", ["p1"], ["f"], axis=1, name="flat") if flatten == "Flatten"
+             else helper.make_node("Reshape", ["p1", "shape"], ["f"], name="flat")]
+    inits = {"w1": _w(16, 1, 3, 3), "b1": _w(16), "bd": _w(10)}
+    if flatten != "Flatten":
+        inits["shape"] = np.array([-1, k], np.int64)
+    if dense == "Gemm":
+        nodes.append(helper.make_node("Gemm", ["f", "wd", "bd"], ["logits"], transB=1))
+        inits["wd"] = _w(10, k, scale=0.05)
+    else:
+        nodes += [helper.make_node("MatMul", ["f", "wd"], ["mm"]),
+                  helper.make_node("Add", ["mm", "bd"], ["logits"])]
+        inits["wd"] = _w(k, 10, scale=0.05)
+    return _model(nodes, inits, ["N", 1, 28, 28], ["N", 10])
+
+
+@pytest.mark.parametrize("flatten,dense", [("Flatten", "Gemm"), ("Reshape", "MatMul")])
+def test_flatten_channels_last_is_exact_and_only_after_an_int8_conv(flatten, dense):
+    m, x = conv_flatten_dense(flatten, dense), pixels()
+    ref = run(m, x)
+    assert G.flatten_channels_last(m, float_convs=["conv"]) == [] and "Transpose" not in ops(m)
+    assert G.flatten_channels_last(m) == ["flat"]
+    t = next(n for n in m.graph.node if n.op_type == "Transpose")
+    assert list(t.attribute[0].ints) == [0, 2, 3, 1] and m.graph.node[ops(m).index(flatten)].input[0] == t.output[0]
+    onnx.checker.check_model(m)
+    np.testing.assert_allclose(run(m, x), ref, rtol=1e-4, atol=1e-5)
+    assert G.flatten_channels_last(m) == []  # its input is now NHWC, not a conv stack's NCHW
+
+
+def test_flatten_channels_last_lets_onnxruntime_drop_its_transpose(tmp_path):
+    """Quantized, onnxruntime runs the conv and pool channels-last; before the rewrite it puts
+    a Transpose back to NCHW ahead of the flatten, after it that Transpose and ours cancel."""
+    import onnxruntime as ort
+    from onnxruntime.quantization import CalibrationDataReader, QuantType, quantize_static
+
+    x = pixels(8)
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.it = iter([{"input": x}])
+
+        def get_next(self):
+            return next(self.it, None)
+
+    def transposes_after_optimizing(model, name):
+        f, q, opt = tmp_path / f"{name}.onnx", tmp_path / f"{name}-q.onnx", tmp_path / f"{name}-opt.onnx"
+        onnx.save(model, f)
+        quantize_static(str(f), str(q), Reader(), activation_type=QuantType.QUInt8,
+                        weight_type=QuantType.QInt8, per_channel=True,
+                        extra_options={"WeightSymmetric": True})
+        so = ort.SessionOptions()
+        so.optimized_model_filepath = str(opt)
+        s = ort.InferenceSession(str(q), so, providers=["CPUExecutionProvider"])
+        out = s.run(None, {"input": x})[0]
+        return sum(n.op_type == "Transpose" for n in onnx.load(opt).graph.node), out
+
+    m = conv_flatten_dense()
+    before, a = transposes_after_optimizing(m, "before")
+    assert G.flatten_channels_last(m) == ["flat"]
+    after, b = transposes_after_optimizing(m, "after")
+    assert after == before - 1, (before, after)
+    # Same scales, same integer products summed in another order: the same logits.
+    np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-5)

@@ -164,6 +164,11 @@ def static_int8(fp32: Path, workdir: Path, ctx) -> tuple[Path, dict, str]:
         # A float first conv must read a float tensor: its input ops stay float too, or
         # onnxruntime re-quantizes the conv from their DequantizeLinear.
         exclude += [n.name for n in first[0]]
+    flat = G.flatten_channels_last(pre_model, exclude)
+    if flat:
+        rewrites.append(f"{', '.join(flat)}: flatten in channels-last order, the dense weights "
+                        "permuted to match (onnxruntime's NHWC Transpose before it cancels)")
+        onnx.save_model(pre_model, str(pre))
 
     layout = input_layout(shape, "onnx")
     x = ctx.calib.astype(np.float32) / 255.0
