@@ -176,6 +176,31 @@ def test_profiling_is_a_load_option(models):  # noqa: F811
         load(models["tflite"], profile=True)
 
 
+def test_openvino_profiles_each_layer_that_ran(models, tmp_path):  # noqa: F811
+    pytest.importorskip("openvino", reason="pip install 'mnistopt[openvino]'")
+    from mnistopt.bench.profile import profile_file, profile_lines, profile_records
+
+    clf = load(models["onnx"], backend="openvino", threads=1, profile=True)
+    with pytest.raises(ConfigError, match="not profiling"):
+        load(models["onnx"], backend="openvino", threads=1).backend.last_layers()
+    assert clf.backend.last_layers() == [] and clf.backend.streams_for(256) == 1
+    clf.run_raw(clf.prepare(REF_IMAGES[:2]))
+    layers = clf.backend.last_layers()
+    assert layers and all(set(x) == {"node", "op", "kernel", "us"} for x in layers)
+    assert any(x["op"] == "Convolution" for x in layers) and all(x["us"] >= 0 for x in layers)
+    r = profile_file(models["onnx"], batch=2, iters=10, threads=1, openvino=True)
+    assert r["kind"] == "openvino" and r["runs_seen"] == 9 and r["model_run_p50_us"] > 0
+    assert any(op.startswith("Convolution ") for op in r["ops_us"])
+    # In a bench: the row on OpenVINO gets OpenVINO's profile, the same file's row on
+    # onnxruntime onnxruntime's; a second row of the same file in the same runtime reuses it.
+    recs = [{"id": i, "kind": "artifact", "format": "onnx", "path": str(models["onnx"]), "backend": b}
+            for i, b in (("a", "onnxruntime"), ("a@openvino", "openvino"), ("peer", "openvino-defaults"))]
+    prof = profile_records(recs, iters=5, threads=1, progress=False)
+    assert prof["a"]["kind"] == "onnxruntime" and prof["a@openvino"]["kind"] == "openvino"
+    assert prof["peer"] is prof["a@openvino"]
+    assert any("Convolution" in line for line in profile_lines({"a@openvino": prof["a@openvino"]}))
+
+
 def test_backend_choice_errors(models):  # noqa: F811
     with pytest.raises(ConfigError, match="unknown runtime backend 'tvm'.*litert-ref"):
         load(models["onnx"], backend="tvm")

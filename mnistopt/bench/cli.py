@@ -42,7 +42,7 @@ def bench_command(
     report: Annotated[Optional[Path], typer.Option("--report", help="Write a Markdown report")] = None,
     plot: Annotated[Optional[Path], typer.Option("--plot", help="Write accuracy vs latency as PNG")] = None,
     baseline: Annotated[Optional[Path], typer.Option(help="Earlier JSON report: exit 1 on an accuracy drop > 0.1 pp or p50 > +25 % + 10 µs")] = None,
-    profile: Annotated[bool, typer.Option("--profile", help="Per-node p50 times of each ONNX file (onnxruntime's profiler, batch 1) and the ops XNNPACK delegates in each TFLite file")] = False,
+    profile: Annotated[bool, typer.Option("--profile", help="Per-node p50 times at batch 1 of each ONNX file (onnxruntime's profiler) and of each row on OpenVINO (its per-layer counters), and the ops XNNPACK delegates in each TFLite file")] = False,
     quiet: Annotated[bool, typer.Option(help="No progress bar")] = False,
     trust_savedmodel: Annotated[bool, typer.Option(
         "--trust-savedmodel", help="Load tf runs that have no weights.npz from their SavedModel, "

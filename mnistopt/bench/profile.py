@@ -1,6 +1,8 @@
-"""Where the time goes inside a model: onnxruntime's profiler per node, LiteRT's delegation.
+"""Where the time goes inside a model: onnxruntime's profiler per node, OpenVINO's per-layer
+counters, LiteRT's delegation.
 
-    python -m mnistopt.bench.profile MODEL.onnx|MODEL.tflite [--batch 1] [--iters 500] [--threads N]
+    python -m mnistopt.bench.profile MODEL.onnx|MODEL.tflite|MODEL.xml [--batch 1] [--iters 500]
+        [--threads N] [--openvino]
     mnistopt bench --profile ...   (every file of the run, in the report)
 
 ONNX: each node's median kernel time over the calls (a median, not a mean: on a loaded machine
@@ -8,6 +10,9 @@ a few preempted calls push the mean of every node up, and the per-node means sum
 than the whole call), the nodes as onnxruntime runs them after its graph optimisations (fused
 QLinearConv, NCHWc Conv, layout Transposes and Reorders), and the call's median. If
 `model_run` is much larger than the sum of the kernels, the time is framework overhead.
+OpenVINO (a `FILE@openvino` row, an IR peer, `--openvino`): the CPU plugin's counters of each
+layer that ran (its kernel named: jit_avx2_I8, brgconv_avx2_f32, ...), per call, the same
+medians; the call's time is the runtime's call as a clock around it sees it.
 TFLite: which ops the XNNPACK delegate took, and into how many partitions; an op left to
 LiteRT's builtin kernels is slow, and each partition boundary costs a copy.
 """
@@ -15,6 +20,7 @@ LiteRT's builtin kernels is slow, and each partition boundary costs a copy.
 from __future__ import annotations
 
 import argparse
+import time
 from collections import defaultdict
 from pathlib import Path
 
@@ -39,7 +45,31 @@ def profile_onnx(path, batch: int = 1, iters: int = 500, threads: int | None = N
             op_of[name] = ev.get("args", {}).get("op_name", "?")
         elif ev.get("cat") == "Session" and ev.get("name") == "model_run":
             runs.append(ev["dur"])
-    skip = len(runs) // 10  # the first calls include allocation: drop them
+    return _summary(path, "onnxruntime", batch, iters, clf.threads, nodes, op_of, runs)
+
+
+def profile_openvino(path, batch: int = 1, iters: int = 500, threads: int | None = None) -> dict:
+    """The same figures from OpenVINO's CPU plugin (f32 precision: the file's own arithmetic,
+    one request a call), for an ONNX file or an IR (.xml)."""
+    from ..runtime import detect_format, load
+
+    backend = "openvino-ir" if detect_format(Path(path)) == "ir" else "openvino"
+    clf = load(path, threads=threads, backend=backend, profile=True)
+    x = clf.prepare(np.zeros((batch, 28, 28), np.uint8))
+    nodes, op_of, runs = defaultdict(list), {}, []
+    for _ in range(iters):
+        t0 = time.perf_counter()
+        clf.run_raw(x)
+        runs.append((time.perf_counter() - t0) * 1e6)
+        for layer in clf.backend.last_layers():
+            nodes[layer["node"]].append(layer["us"])
+            op_of[layer["node"]] = f"{layer['op']} {layer['kernel']}"
+    return _summary(path, "openvino", batch, iters, clf.threads, nodes, op_of, runs)
+
+
+def _summary(path, kind: str, batch: int, iters: int, threads, nodes: dict, op_of: dict,
+             runs: list) -> dict:
+    skip = len(runs) // 10  # the first calls include allocation, compiling: drop them
     runs = runs[skip:]
     per_node = [{"node": n, "op": op_of[n], "p50_us": float(np.median(v[len(v) // 10:] or v))}
                 for n, v in nodes.items()]
@@ -49,8 +79,8 @@ def profile_onnx(path, batch: int = 1, iters: int = 500, threads: int | None = N
     run_us = float(np.median(runs)) if runs else None
     kernels = sum(r["p50_us"] for r in per_node)
     return {
-        "model": str(path), "kind": "onnxruntime", "batch": batch, "iters": iters,
-        "threads": clf.threads, "model_run_p50_us": run_us, "kernels_p50_us": kernels,
+        "model": str(path), "kind": kind, "batch": batch, "iters": iters,
+        "threads": threads, "model_run_p50_us": run_us, "kernels_p50_us": kernels,
         "kernel_share": kernels / run_us if run_us else None,
         "nodes": per_node, "ops_us": dict(sorted(ops.items(), key=lambda kv: -kv[1])),
         "runs_seen": len(runs),
@@ -68,10 +98,16 @@ def tflite_delegation(path) -> dict:
             "delegated": len(d["ops"]) - len(left), "total": len(d["ops"])}
 
 
-def profile_file(path, batch: int = 1, iters: int = 500, threads: int | None = None) -> dict:
+def profile_file(path, batch: int = 1, iters: int = 500, threads: int | None = None,
+                 openvino: bool = False) -> dict:
+    """The profile of `path` in its runtime: onnxruntime (ONNX), OpenVINO (IR, or ONNX with
+    `openvino`), LiteRT's delegation (TFLite)."""
     from ..runtime import detect_format
 
-    if detect_format(Path(path)) == "onnx":
+    fmt = detect_format(Path(path))
+    if fmt == "ir" or (openvino and fmt == "onnx"):
+        return profile_openvino(path, batch, iters, threads)
+    if fmt == "onnx":
         return profile_onnx(path, batch, iters, threads)
     return tflite_delegation(path)
 
@@ -83,13 +119,16 @@ def profile_records(records: list[dict], *, iters: int = 500, threads: int | Non
     from ..progress import progress_bar
 
     files = [r for r in records if r.get("kind") == "artifact" and not r.get("error")
-             and r.get("format") in ("onnx", "tflite") and r.get("path")
-             and not str(r.get("backend", "")).startswith("openvino")]  # profiles: ORT's, LiteRT's
-    out = {}
+             and r.get("format") in ("onnx", "tflite", "ir") and r.get("path")]
+    out, seen = {}, {}  # a peer may run a file another row ran in the same runtime
     with progress_bar("profile", len(files), progress) as advance:
         for r in files:
+            ov = str(r.get("backend", "")).startswith("openvino")
+            key = (r["path"], ov)
             try:
-                out[r["id"]] = profile_file(r["path"], 1, iters, threads)
+                if key not in seen:
+                    seen[key] = profile_file(r["path"], 1, iters, threads, openvino=ov)
+                out[r["id"]] = seen[key]
             except MnistoptError as exc:
                 out[r["id"]] = {"error": str(exc)}
             advance(1)
@@ -123,11 +162,12 @@ def main(argv=None) -> None:
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--iters", type=int, default=500)
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--openvino", action="store_true", help="an ONNX file on OpenVINO")
     a = p.parse_args(argv)
     from ..errors import MnistoptError
 
     try:
-        r = profile_file(a.model, a.batch, a.iters, a.threads)
+        r = profile_file(a.model, a.batch, a.iters, a.threads, openvino=a.openvino)
     except MnistoptError as exc:
         raise SystemExit(f"error: {exc}") from None
     for line in profile_lines({a.model.name: r}, top=100):

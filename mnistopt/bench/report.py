@@ -21,7 +21,7 @@ JSON schema "mnistopt.bench/1"::
      "peak": {fp32_macs_per_cycle, int8_macs_per_cycle, ghz, clock_source, fp32_basis,
               int8_basis},   (device cpu; each timed row then has pct_peak: {batch: %} and
                               peak_dtype: fp32, int8 or the mix its float_mac_share says)
-     "profile": {id: {...}}   (with --profile: per-node p50 for ONNX, delegation for TFLite)
+     "profile": {id: {...}}   (with --profile: per-node p50 for ONNX and OpenVINO rows, delegation for TFLite)
      "failures": [one line per model that failed; absent in reports built from bare records]}
 
 Targets may add their own entries to a record (``arm``, ``parity``, ``mcu``); the keys every

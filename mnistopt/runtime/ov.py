@@ -62,6 +62,7 @@ def _info(port, default_name: str) -> TensorInfo:
 class OpenVINOBackend(Backend):
     name, format, extra = "openvino", "onnx", "openvino"
     options = frozenset({"precision", "streams"})
+    profiling = True  # the CPU plugin's per-layer counters (PERF_COUNT): `last_layers()`
 
     def __init__(self, path: Path, *, threads: int, device: str, profile: bool = False,
                  options: dict | None = None):
@@ -74,6 +75,11 @@ class OpenVINOBackend(Backend):
         if streams not in STREAMS:
             raise ConfigError(f"openvino streams must be one of auto, 1, got {streams!r}")
         self._config = compile_config(threads, self.precision)
+        self._profile = profile
+        if profile:  # every compiled model counts, and every call is one request
+            self._config["PERF_COUNT"] = True
+            streams = 1
+        self._last = None  # the request of the last call
         ov = require("openvino", self.extra, "running models with OpenVINO")
         self._check_size(path)
         self._core = ov.Core()
@@ -151,11 +157,27 @@ class OpenVINOBackend(Backend):
 
     def _run_one(self, x: np.ndarray) -> np.ndarray:
         req = self._request(x.shape[0])
+        self._last = req
         if req is None:
             return self._free(x)[0]
         # share_inputs: no copy of the prepared batch; outputs are copied (the default), so a
         # result stays valid after the next call.
         return req.infer({0: x}, share_inputs=True)[0]
+
+    def last_layers(self) -> list[dict]:
+        """The last call's per-layer counters (opened with profile=True): each layer that ran,
+        {"node", "op", "kernel", "us"}, in run order; [] after a call of a size it had no
+        compiled model to spare for (MAX_SHAPES)."""
+        if not self._profile:
+            raise ConfigError(f"{self.path}: not profiling (open it with profile=True)")
+        if self._last is None:
+            return []
+        import openvino as ov
+
+        ran = ov.ProfilingInfo.Status.EXECUTED
+        return [{"node": p.node_name, "op": p.node_type, "kernel": p.exec_type,
+                 "us": p.real_time.total_seconds() * 1e6}
+                for p in self._last.get_profiling_info() if p.status == ran]
 
     def _run_streams(self, x: np.ndarray, streams: int) -> np.ndarray:
         share = x.shape[0] // streams
