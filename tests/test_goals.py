@@ -308,4 +308,3 @@ def test_noisy_rounds_get_more_rounds_and_a_steady_pair_does_not():
     # Never noisy-proof: stops at MOST_ROUNDS even if the spread stays high.
     flip = until_steady(lambda i: (1.0 + 0.5 * (i % 2), 1.0), rounds=9)
     assert flip["rounds"] == MOST_ROUNDS and flip["spread"] > NOISY_SPREAD
-

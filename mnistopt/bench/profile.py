@@ -125,12 +125,12 @@ def profile_records(records: list[dict], *, iters: int = 500, threads: int | Non
         for r in files:
             ov = str(r.get("backend", "")).startswith("openvino")
             key = (r["path"], ov)
-            try:
-                if key not in seen:
+            if key not in seen:
+                try:
                     seen[key] = profile_file(r["path"], 1, iters, threads, openvino=ov)
-                out[r["id"]] = seen[key]
-            except MnistoptError as exc:
-                out[r["id"]] = {"error": str(exc)}
+                except MnistoptError as exc:
+                    seen[key] = {"error": str(exc)}
+            out[r["id"]] = seen[key]
             advance(1)
     return out
 

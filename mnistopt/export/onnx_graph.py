@@ -295,10 +295,7 @@ def flatten_channels_last(model, float_convs=()) -> list[str]:
         tr = helper.make_node("Transpose", [flat.input[0]], [nhwc], perm=[0, 2, 3, 1],
                               name=f"{flat.name or flat.output[0]}_nhwc")
         flat.input[0] = nhwc
-        nodes = list(model.graph.node)
-        nodes.insert(nodes.index(flat), tr)
-        del model.graph.node[:]
-        model.graph.node.extend(nodes)
+        model.graph.node.insert(list(model.graph.node).index(flat), tr)
         done.append(flat.name or flat.output[0])
     if done:
         _prune_initializers(model)

@@ -139,10 +139,10 @@ class Classifier:
         return self._from_float(x01)
 
     def _pixel_map(self):
-        """(how, function): uint8 pixels -> model input, equal to the table for every pixel: without a pass
-        where the input is the pixels (uint8, scale 1/255, zero point 0), a flip of the top bit
-        where it is pixels - 128 in int8; a float32 division for float inputs of ARITH_BATCH
-        images or more (numpy's `take` widens uint8 indices first: 248 µs for 256 images on a
+        """(how, function): uint8 pixels -> model input, equal to the table for every pixel:
+        without a pass where the input is the pixels (uint8, scale 1/255, zero point 0), a flip
+        of the top bit where it is pixels - 128 in int8; a float32 division for float inputs of
+        ARITH_BATCH images or more (numpy's `take` widens uint8 indices first: 248 µs for 256 images on a
         Zen 3, the division 66 µs; for one image the table is the faster); else the table."""
         px, lut = np.arange(256, dtype=np.uint8), self._lut
         if lut.dtype == np.uint8 and np.array_equal(lut, px):
