@@ -174,6 +174,9 @@ _TOP = _object({
     "format": _one_of(*FORMATS),
     "framework": _text(64),
     "arch": _text(64),
+    "base_arch": _text(64),  # a pruned run's: the arch it was cut from
+    "params": _number(1, 2**40, integer=True),
+    "macs": _number(1, 2**53, integer=True),
     "labels": _labels,
     "input": _tensor(kind_field=False),
     "output": _tensor(kind_field=True),

@@ -47,10 +47,11 @@ def _register() -> None:
     from .report.cli import report_command
     from .runtime.cli import predict_command
     from .search.cli import search_command
-    from .train.cli import train_command
+    from .train.cli import prune_command, train_command
 
     app.command("data")(data_command)
     app.command("train")(train_command)
+    app.command("prune")(prune_command)
     app.command("export", cls=ExportCommand)(export_command)
     app.command("bench")(bench_command)
     app.command("demo")(demo_command)

@@ -73,6 +73,12 @@ def _reference(records, arch: str) -> float | None:
     return max(fp32, default=None)
 
 
+def family(r: dict) -> str | None:
+    """The arch a record answers for: a pruned model's base arch (`mnistopt prune`: the same
+    task, fewer channels, held to the base arch's accuracy), else its own."""
+    return r.get("base_arch") or r.get("arch")
+
+
 def _accurate(records, arch: str, rows: list[dict]) -> list[dict]:
     ref = _reference(records, arch)
     if ref is None:
@@ -230,10 +236,11 @@ def _pair_throughput(records, big) -> dict:
 
 def best_vs_peer(records, arch: str, batch: int):
     """(mnistopt's best file, the best peer) of `arch` at `batch` images a call, each within
-    ACC_PP of the native model: by p50 at batch 1, by throughput above; None if either lacks."""
+    ACC_PP of the native model: by p50 at batch 1, by throughput above; None if either lacks.
+    mnistopt's files include those of models pruned from `arch` (`family`)."""
     peers = _accurate(records, arch, [r for r in ok_records(records)
                                       if r.get("peer") and r.get("arch") == arch])
-    mine = _accurate(records, arch, [r for r in ours(records) if r.get("arch") == arch])
+    mine = _accurate(records, arch, [r for r in ours(records) if family(r) == arch])
     if batch == 1:
         a, b = [r for r in mine if p50(r)], [r for r in peers if p50(r)]
         return (min(a, key=p50), min(b, key=p50)) if a and b else None
@@ -289,10 +296,11 @@ def check_targets(records: list[dict], environment: dict | None = None) -> list[
 
 def recommend(records: list[dict], environment: dict | None = None) -> list[dict]:
     """Per arch, the file to ship on this CPU: fastest at batch 1 and at the largest batch,
-    among mnistopt's files within ACC_PP of the native model."""
+    among mnistopt's files within ACC_PP of the native model, a pruned model's files among
+    its base arch's (`family`)."""
     cls, big, out = cpu_class(environment), big_batch(ours(records)), []
-    for arch in sorted({r.get("arch") for r in ours(records) if r.get("arch")}):
-        rows = _accurate(records, arch, [r for r in ours(records) if r.get("arch") == arch])
+    for arch in sorted({family(r) for r in ours(records) if family(r)}):
+        rows = _accurate(records, arch, [r for r in ours(records) if family(r) == arch])
         entry = {"arch": arch, "cpu_class": cls}
         lat = [r for r in rows if p50(r)]
         if lat:

@@ -101,9 +101,11 @@ def export(run, format: str | Sequence[str] = "onnx", quantize: str | Sequence[s
     from ..progress import progress_bar
     from ..runtime import load as open_model
     from ..train import Run, load_run
+    from ..train.prune import base_arch
 
     fmts, modes = choose(format, FORMATS, "export format"), choose(quantize, MODES, "quantize mode")
     run = run if isinstance(run, Run) else load_run(run)
+    arch = run.arch_spec
     if opset < 17:
         raise ConfigError(f"--opset must be at least 17, got {opset}")
     if atol is not None and not atol > 0:
@@ -178,6 +180,8 @@ def export(run, format: str | Sequence[str] = "onnx", quantize: str | Sequence[s
                 clf = open_model(model)
                 meta = {
                     "schema": SCHEMA, "format": fmt, "framework": run.framework, "arch": run.arch,
+                    **({"base_arch": base} if (base := base_arch(run.metrics)) else {}),
+                    "params": arch.params, "macs": arch.macs,
                     "labels": LABELS,
                     "source": {"run": str(run.path), "native": run.metrics["native"],
                                "sha256": run.metrics.get("native_sha256"),

@@ -33,6 +33,8 @@ RECORD_KEYS = {
     "kind": "artifact | native", "path": "the file or run directory", "backend": "runner key",
     "backend_label": "how a table names the runner", "framework": "torch | keras | tf",
     "arch": "architecture name", "format": "onnx | tflite | native",
+    "base_arch": "the arch a pruned model was cut from (`mnistopt prune`): the bench compares "
+                 "it with that arch's native model and peers; null otherwise",
     "quant": "fp32 | int8 | dynamic | fp16", "file_bytes": "size on disk",
     "params": "parameter count", "macs": "multiply-adds per image",
     "float_mac_share": "share of the multiply-adds computed in float, read from the file's own "
@@ -74,6 +76,7 @@ class Item:
     float_mac_share: float | None = None
     meta: dict = field(default_factory=dict)
     peer: dict | None = None  # set on a peer's item (see RECORD_KEYS); None for mnistopt's own
+    base_arch: str | None = None  # the arch a pruned model was cut from (see RECORD_KEYS)
 
 
 @dataclass

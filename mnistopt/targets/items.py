@@ -20,11 +20,17 @@ def _dir_bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.is_dir() else path.stat().st_size
 
 
-def _arch_figures(arch: str | None) -> tuple[int | None, int | None]:
+def _arch_figures(arch: str | None, meta: dict | None = None) -> tuple[int | None, int | None]:
+    """(params, MACs) of a registered arch, else the ones an export recorded (a pruned or
+    custom arch), else None."""
     from ..archs import ARCHS
 
     a = ARCHS.get(arch or "")
-    return (a.params, a.macs) if a else (None, None)
+    if a:
+        return a.params, a.macs
+    got = [(meta or {}).get(k) for k in ("params", "macs")]
+    return tuple(v if isinstance(v, int) and not isinstance(v, bool) and v > 0 else None
+                 for v in got)
 
 
 def _float_mac_share(path: Path) -> float | None:
@@ -54,7 +60,7 @@ def artifact_item(path: Path) -> Item:
     parts = path.stem.split("-")
     guess = dict(zip(("arch", "framework", "quant"), parts)) if len(parts) == 3 else {}
     arch = meta.get("arch") or guess.get("arch")
-    params, macs = _arch_figures(arch)
+    params, macs = _arch_figures(arch, meta)
     fmt = path.suffix.lower()[1:]
     q = meta.get("quantize") if isinstance(meta.get("quantize"), dict) else {}
     val = meta.get("validation") if isinstance(meta.get("validation"), dict) else {}
@@ -66,20 +72,23 @@ def artifact_item(path: Path) -> Item:
                 framework=meta.get("framework") or guess.get("framework"), arch=arch, format=fmt,
                 quant=q.get("tag") or guess.get("quant"),
                 file_bytes=path.stat().st_size, params=params, macs=macs,
-                float_mac_share=_float_mac_share(path), meta={k: v for k, v in keep.items() if v is not None})
+                float_mac_share=_float_mac_share(path), base_arch=meta.get("base_arch"),
+                meta={k: v for k, v in keep.items() if v is not None})
 
 
 def native_item(run_dir: Path) -> Item:
     from ..train import load_run
+    from ..train.prune import base_arch
 
     run = load_run(run_dir)
     backend = NATIVE_FOR_FRAMEWORK.get(run.framework)
     if backend is None:
         raise RunError(f"{run_dir}: no benchmark backend for framework '{run.framework}'")
-    params, macs = _arch_figures(run.arch)
+    spec = run.arch_spec  # checked, and its counts computed here, not read from the file
     return Item(id=f"{Path(run_dir).name}:native", kind="native", path=Path(run_dir), backend=backend,
                 framework=run.framework, arch=run.arch, format="native", quant="fp32",
-                file_bytes=_dir_bytes(run.native_path), params=params, macs=macs,
+                file_bytes=_dir_bytes(run.native_path), params=spec.params, macs=spec.macs,
+                base_arch=base_arch(run.metrics),
                 meta={"test_accuracy_at_training": run.metrics.get("test_accuracy")})
 
 
@@ -224,7 +233,9 @@ def peer_items(items: list[Item], names, batch_sizes, device: str,
     from .backends import BACKENDS
     from .base import UNSUPPORTED, make_record
 
-    runs = [it for it in items if it.kind == "native" and it.framework == "torch"]
+    # A pruned run is mnistopt's output, not a model a user brings: its base run has the peers.
+    runs = [it for it in items if it.kind == "native" and it.framework == "torch"
+            and not it.base_arch]
     if not runs:
         raise RunError("--peers: no torch run among the models to benchmark (peers are built "
                        "from a torch run directory)")

@@ -138,9 +138,11 @@ class TrainConfig:
         return self.framework == "torch" and (
             self.loop == "fast" or (self.loop == "auto" and self.device == "gpu"))
 
-    def validate(self) -> None:
-        """Every option checked once, here; each error names the option and its range."""
-        get_arch(self.arch)
+    def validate(self, arch_given: bool = False) -> None:
+        """Every option checked once, here; each error names the option and its range.
+        `arch_given`: the caller brings the Arch itself (a pruned one), `arch` only names it."""
+        if not arch_given:
+            get_arch(self.arch)
         if self.framework not in FRAMEWORKS:
             raise ConfigError(f"unknown framework '{self.framework}'; choose one of: {', '.join(FRAMEWORKS)}")
         for option, value, choices in (("--device", self.device, DEVICES),
@@ -310,21 +312,27 @@ def default_run_dir(cfg: TrainConfig, root: Path | None = None) -> Path:
     return (root or workspace() / "runs") / f"{cfg.framework}-{get_arch(cfg.arch).name}"
 
 
-def fit(cfg: TrainConfig, data, *, progress: bool = True,
-        on_epoch: OnEpoch | None = None) -> tuple[Any, dict]:
+def fit(cfg: TrainConfig, data, *, progress: bool = True, on_epoch: OnEpoch | None = None,
+        arch=None, init: dict[str, np.ndarray] | None = None) -> tuple[Any, dict]:
     """Build and train a model per `cfg` on `data` (an MNIST); (model, metrics) in memory.
 
+    `arch`: an `archs.Arch` to build instead of `cfg.arch`'s; `init`: starting weights (the
+    backend's names and shapes, checked) instead of random ones: what fine-tuning starts from.
     The backend sees the training and validation images only; the test set is scored here,
     once, through the same `logits` path that export validation uses.
     """
-    cfg.validate()
+    cfg.validate(arch_given=arch is not None)
     if on_epoch is not None and not cfg.val_split:
         raise ConfigError("an on_epoch callback gets the validation accuracy: it needs val_split > 0")
-    arch = get_arch(cfg.arch)
+    arch = arch or get_arch(cfg.arch)
     mod = backend(cfg.framework)
     mod.device_check(cfg.device)
     splits = make_splits(cfg, data)
     model = mod.build(arch, seed=cfg.seed)
+    if init is not None:
+        from .weights import check
+
+        mod.set_weights(model, check(f"{arch.name} starting weights", init, mod.weights(model)))
     with EpochLog(cfg, len(splits.y_train), len(splits.y_val), on_epoch, progress) as log:
         facts = mod.fit(model, cfg, splits, log)
     logits = [mod.logits(model, to_input(data.x_test[i:i + 1000], mod.LAYOUT))
@@ -347,16 +355,21 @@ def train(cfg: TrainConfig, out: Path | None = None, *, data=None, progress: boo
         from ..data import load_mnist
 
         data = load_mnist()
-    out.parent.mkdir(parents=True, exist_ok=True)
 
+    model, result = fit(cfg, data, progress=progress, on_epoch=on_epoch)
+    return write_run(out, cfg, get_arch(cfg.arch), model, result)
+
+
+def write_run(out: Path, cfg: TrainConfig, arch, model, result: dict,
+              extra: dict | None = None) -> Run:
+    """Write a trained `model` (of `arch`, trained per `cfg`; `result` from `fit`) as the run
+    directory `out`, atomically; `extra`: more keys for metrics.json. The run, loaded."""
     from ..archspec import to_dict
 
-    arch = get_arch(cfg.arch)
     mod = backend(cfg.framework)
-    model, result = fit(cfg, data, progress=progress, on_epoch=on_epoch)
-
     # Build the run in a temp directory beside the target, then swap it in: a crash or Ctrl-C
     # never leaves a half-written run that load_run would accept.
+    out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
     try:
         native = mod.save(model, tmp)
@@ -372,6 +385,7 @@ def train(cfg: TrainConfig, out: Path | None = None, *, data=None, progress: boo
             "weights": save_weights(mod.weights(model), tmp),
             "config": asdict(cfg),
             **result,
+            **(extra or {}),
         }
         write_json(tmp / "metrics.json", metrics)
         # mkdtemp/mkstemp make private (0700/0600) entries; a run is meant to be shared.

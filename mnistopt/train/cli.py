@@ -104,3 +104,37 @@ def train_command(
 
 def _secs(s: float) -> str:
     return f"{s:.3f} s" if s < 10 else f"{s:.1f} s"
+
+
+def prune_command(
+    run: Annotated[Path, typer.Argument(help="A torch run directory to prune")],
+    keep: Annotated[list[float], typer.Option(
+        help="Fraction of each layer's channels to keep, e.g. 0.5; give several to try each: "
+             "the smallest that holds validation accuracy is written")] = [0.5],  # noqa: B006
+    epochs: Annotated[int, typer.Option(help="Fine-tuning epochs per candidate")] = 1,
+    lr: Annotated[Optional[float], typer.Option(
+        help="Fine-tuning peak learning rate [default: the run's own]")] = None,
+    max_drop: Annotated[float, typer.Option(
+        help="Validation accuracy a candidate may lose against the run, in percentage points")] = 0.1,
+    data: Annotated[Optional[Path], typer.Option(help="MNIST from this path instead of the cache")] = None,
+    out: Annotated[Optional[Path], typer.Option(
+        help="Run directory to write [default: beside RUN, FRAMEWORK-ARCH_kNN]")] = None,
+    quiet: Annotated[bool, typer.Option(help="No progress bars")] = False,
+) -> None:
+    """Make a trained model smaller: cut the weakest channels of every layer, fine-tune, keep
+    what holds validation accuracy. Writes a new run directory (export and bench it as any)."""
+    from . import data_from_path
+    from .prune import prune_run
+
+    dataset = data_from_path(data) if data is not None else None
+    pruned, tried = prune_run(run, keep, epochs=epochs, lr=lr, max_drop=max_drop / 100,
+                              out=out, data=dataset, progress=not quiet)
+    src = pruned.metrics["pruned_from"]
+    for t in tried:
+        mark = "-> " if t["chosen"] else "   "
+        typer.echo(f"{mark}keep {t['keep']:g}: {t['arch']}, {t['macs']:,} MACs, {t['params']:,} "
+                   f"params, validation {t['val_accuracy']:.2%}")
+    m = pruned.metrics
+    typer.echo(f"{src['parent_arch']}: {src['parent_macs']:,} MACs, validation {src['val_accuracy']:.2%}"
+               f" -> {m['arch']}: {m['macs']:,} MACs ({src['parent_macs'] / m['macs']:.1f}x fewer), "
+               f"validation {m['val_accuracy']:.2%}, test {m['test_accuracy']:.2%} -> {pruned.path}")

@@ -1,0 +1,193 @@
+"""Structured pruning (`mnistopt prune`): widths, exact channel surgery, the run it writes, and
+how the bench counts a pruned model (against its base arch's accuracy and peers)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from mnistopt import archs as A
+from mnistopt.archs import get_arch
+from mnistopt.errors import ConfigError
+from mnistopt.train.prune import kept_width, narrow, prunable, prune_arrays, torch_layers, torch_state
+
+torch = pytest.importorskip("torch")
+
+from mnistopt.train import TrainConfig, load_run, train  # noqa: E402
+from mnistopt.train import torch_backend as tb  # noqa: E402
+
+# Every kind of layer pruning must cut through: BN after conv, a depthwise conv that follows
+# its input's channels, a flatten of a spatial map (channel-major features), hidden dense
+# layers, and a global average pool in the second arch. (The depthwise conv has no bias: a
+# bias would light up a silenced channel again, as it does in real pruning.)
+FLAT = A.Arch("flat", (A.Normalize(), A.Conv(16, 3, bias=False), A.BatchNorm(), A.ReLU(),
+                       A.DepthwiseConv(3, pad=1, multiplier=2, bias=False), A.ReLU(), A.MaxPool(2),
+                       A.Conv(24, 3), A.ReLU(), A.MaxPool(2), A.Flatten(), A.Dense(32),
+                       A.ReLU(), A.Dense(10)), "test")
+GAP = A.Arch("gap", get_arch("edge").layers, "test")
+
+
+@pytest.mark.parametrize("out,keep,want", [
+    (64, 0.5, 32), (32, 0.75, 24), (16, 0.5, 8), (16, 0.3, 8), (8, 0.5, 4), (8, 0.75, 8),
+    (6, 0.5, 3), (128, 0.1, 16), (12, 1.0, 12), (4, 0.1, 1), (10, 0.05 + 1e-9, 4)])
+def test_kept_width_rounds_up_to_the_simd_group(out, keep, want):
+    assert kept_width(out, keep) == want
+
+
+def test_narrow_cuts_every_conv_and_hidden_dense_but_never_the_classes():
+    seed = get_arch("seed")
+    small = narrow(seed, 0.5)
+    assert small.name == "seed_k50" and prunable(seed) == [1, 3, 7]
+    assert [getattr(la, "out", None) for la in small.layers] == \
+        [None, 16, None, 32, None, None, None, 64, None, 10]
+    assert small.macs < seed.macs / 3.5  # two neighbouring convs at half width: a quarter
+    for bad in (0, 0.05, 1.5, float("nan"), True, "half"):
+        with pytest.raises(ConfigError, match="--keep is a fraction"):
+            narrow(seed, bad)
+
+
+def _random_model(arch):
+    model = tb.build(arch, seed=1)
+    with torch.no_grad():  # batch-norm statistics away from their 0/1 start
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.1, 0.1)
+    return model.eval()
+
+
+def _silence_weakest(arch, small, layers):
+    """Zero the channels pruning will drop, so the pruned model must compute *exactly* the same
+    logits: a dropped channel then contributes nothing (its filter and bias are zero, or the
+    batch norm after it outputs 0 before a ReLU)."""
+    layers = [{k: v.copy() for k, v in la.items()} for la in layers]
+    for i in prunable(arch):
+        la, sm = arch.layers[i], small.layers[i]
+        drop = np.arange(sm.out, la.out)  # the last channels: made the weakest
+        layers[i]["w"][drop] = 0
+        if "b" in layers[i]:
+            layers[i]["b"][drop] = 0
+        if i + 1 < len(arch.layers) and isinstance(arch.layers[i + 1], A.BatchNorm):
+            layers[i + 1]["gamma"][drop] = 0
+            layers[i + 1]["beta"][drop] = 0
+    return layers
+
+
+@pytest.mark.parametrize("arch", [FLAT, GAP], ids=["flatten-dwconv", "gap-bn"])
+@pytest.mark.parametrize("keep", [0.5, 0.75])
+def test_surgery_is_exact_when_the_dropped_channels_were_silent(arch, keep):
+    model = _random_model(arch)
+    small = narrow(arch, keep)
+    layers = _silence_weakest(arch, small, torch_layers(arch, tb.weights(model)))
+    tb.set_weights(model, torch_state(arch, layers, tb.weights(model)))
+    pruned = tb.build(small)
+    tb.set_weights(pruned, torch_state(small, prune_arrays(arch, small, layers), tb.weights(pruned)))
+    x = np.random.default_rng(0).random((8, 1, 28, 28), dtype=np.float32)
+    np.testing.assert_allclose(tb.logits(pruned, x), tb.logits(model, x), rtol=0, atol=2e-5)
+    assert sum(p.numel() for p in pruned.parameters()) == small.params < arch.params
+
+
+def test_keeping_everything_is_the_same_model():
+    model = _random_model(FLAT)
+    small = narrow(FLAT, 1.0)
+    pruned = tb.build(small)
+    layers = prune_arrays(FLAT, small, torch_layers(FLAT, tb.weights(model)))
+    tb.set_weights(pruned, torch_state(small, layers, tb.weights(pruned)))
+    x = np.random.default_rng(1).random((4, 1, 28, 28), dtype=np.float32)
+    np.testing.assert_array_equal(tb.logits(pruned, x), tb.logits(model, x))
+
+
+@pytest.fixture
+def parent(tiny_mnist, tmp_path):
+    cfg = TrainConfig(framework="torch", arch="edge", epochs=2, batch_size=64, lr=3e-3,
+                      limit=384, val_split=128)
+    return train(cfg, tmp_path / "runs" / "torch-edge", data=tiny_mnist, progress=False)
+
+
+def test_prune_run_writes_the_smallest_candidate_that_holds_validation(parent, tiny_mnist):
+    from mnistopt.train.prune import prune_run
+
+    run, tried = prune_run(parent.path, [0.75, 0.5], max_drop=1.0, data=tiny_mnist,
+                           progress=False)  # max_drop 100 pp: both hold, the smaller wins
+    assert run.path == parent.path.parent / "torch-edge_k50" and run.arch == "edge_k50"
+    assert [t["keep"] for t in tried] == [0.75, 0.5] and [t["chosen"] for t in tried] == [False, True]
+    m = json.loads((run.path / "metrics.json").read_text())
+    src = m["pruned_from"]
+    assert src["arch"] == "edge" and src["keep"] == 0.5 and src["parent_macs"] == get_arch("edge").macs
+    assert m["macs"] == narrow(get_arch("edge"), 0.5).macs and m["config"]["arch"] == "edge_k50"
+    assert m["config"]["limit"] == 384  # the parent's recipe, fine-tuned for one epoch
+    assert m["epochs"] == 1 and isinstance(m["test_accuracy"], float)
+    reloaded = load_run(run.path)  # from its recorded spec and weights.npz
+    np.testing.assert_allclose(reloaded.logits(tiny_mnist.x_test[:16]),
+                               run.logits(tiny_mnist.x_test[:16]), atol=1e-5)
+    # Pruning a pruned run keeps the original base arch.
+    again, _ = prune_run(run.path, [0.5], max_drop=1.0, data=tiny_mnist, progress=False)
+    assert again.arch == "edge_k50_k50" and again.metrics["pruned_from"]["arch"] == "edge"
+
+
+def test_prune_run_writes_nothing_when_no_candidate_holds(parent, tiny_mnist, monkeypatch):
+    from mnistopt.train import prune as P
+
+    before = sorted(p.name for p in parent.path.parent.iterdir())
+    monkeypatch.setitem(parent.metrics, "val_accuracy", 1.01)  # unreachable
+    monkeypatch.setattr("mnistopt.train.load_run", lambda d: parent)
+    with pytest.raises(ConfigError, match=r"no pruned model held validation accuracy.*keep 0.5"):
+        P.prune_run(parent.path, [0.5], data=tiny_mnist, progress=False)
+    assert sorted(p.name for p in parent.path.parent.iterdir()) == before
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--keep", "2"], "--keep is a fraction"),
+    (["--max-drop", "-1"], "--max-drop is in percentage points"),
+    (["--out", "/proc/x"], "--out"),
+])
+def test_cli_bad_arguments_exit_2_before_any_work(parent, args, message, capsys):
+    from mnistopt.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["prune", str(parent.path), *args])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.startswith("error: ") and message in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_cli_refuses_a_run_it_cannot_prune(tmp_path, capsys):
+    from mnistopt.cli import main
+
+    run = tmp_path / "keras-edge"
+    run.mkdir()
+    (run / "model.keras").write_bytes(b"x")
+    (run / "metrics.json").write_text(json.dumps(
+        {"framework": "keras", "arch": "edge", "native": "model.keras", "layout": "NHWC"}))
+    with pytest.raises(SystemExit) as e:
+        main(["prune", str(run)])
+    assert e.value.code == 2 and "pruning works on torch runs" in capsys.readouterr().err
+
+
+def test_bench_counts_a_pruned_model_for_its_base_arch():
+    from mnistopt.bench import goals
+
+    def rec(id, arch, b1, b256, acc, base=None, peer=None, kind="artifact"):
+        r = {"id": id, "arch": arch, "quant": "int8", "backend": "litert", "framework": "torch",
+             "format": "tflite", "kind": kind, "accuracy": acc, "latency_source": "native",
+             "latency": {"1": {"p50_us": b1}, "256": {"images_per_s": b256}}, "threads": 1}
+        return {**r, **({"base_arch": base} if base else {}), **({"peer": peer} if peer else {})}
+
+    recs = [rec("torch-seed:native", "seed", 900, 1000, 0.9866, kind="native"),
+            rec("seed-torch-int8.tflite", "seed", 240, 4000, 0.9861),
+            rec("peer", "seed", 244, 7900, 0.9864, peer={"name": "p"}),
+            rec("seed_k50-torch-int8.tflite", "seed_k50", 80, 14000, 0.9870, base="seed"),
+            rec("seed_k25-torch-int8.tflite", "seed_k25", 30, 40000, 0.9825, base="seed")]
+    m, p = goals.best_vs_peer(recs, "seed", 256)
+    # k25 is fastest but 0.41 pp below seed's native model: it does not count.
+    assert (m["id"], p["id"]) == ("seed_k50-torch-int8.tflite", "peer")
+    line = next(t for t in goals.check_targets(recs, {"cpu": {"avx2": True}})
+                if t["name"] == "mnistopt vs best peer (seed)")
+    assert line["ok"] is True and line["value"] == pytest.approx(14000 / 7900)
+    rec_seed = next(e for e in goals.recommend(recs) if e["arch"] == "seed")
+    assert rec_seed["b1"]["id"] == "seed_k50-torch-int8.tflite"
+    assert all(e["arch"] != "seed_k50" for e in goals.recommend(recs))
