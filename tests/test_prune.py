@@ -11,12 +11,9 @@ import pytest
 from mnistopt import archs as A
 from mnistopt.archs import get_arch
 from mnistopt.errors import ConfigError
-from mnistopt.train.prune import kept_width, narrow, prunable, prune_arrays, torch_layers, torch_state
-
-torch = pytest.importorskip("torch")
-
-from mnistopt.train import TrainConfig, load_run, train  # noqa: E402
-from mnistopt.train import torch_backend as tb  # noqa: E402
+from mnistopt.train import TrainConfig, load_run, train
+from mnistopt.train.prune import (framework_state, kept_width, layer_arrays, narrow, prunable,
+                                  prune_arrays)
 
 # Every kind of layer pruning must cut through: BN after conv, a depthwise conv that follows
 # its input's channels, a flatten of a spatial map (channel-major features), hidden dense
@@ -48,16 +45,34 @@ def test_narrow_cuts_every_conv_and_hidden_dense_but_never_the_classes():
             narrow(seed, bad)
 
 
-def _random_model(arch):
-    model = tb.build(arch, seed=1)
-    with torch.no_grad():  # batch-norm statistics away from their 0/1 start
-        for m in model.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.running_mean.uniform_(-0.5, 0.5)
-                m.running_var.uniform_(0.5, 2.0)
-                m.weight.uniform_(0.5, 1.5)
-                m.bias.uniform_(-0.1, 0.1)
-    return model.eval()
+FRAMEWORKS = ["torch", "keras", "tf"]
+
+
+def _model(fw, arch):
+    """A fresh model of `arch` in `fw`, its arrays per layer (torch layout), batch-norm
+    statistics moved away from their 0/1 start so that the surgery on them shows."""
+    from mnistopt.train import backend
+
+    mod = backend(fw)
+    model = mod.build(arch, seed=1)
+    layers = layer_arrays(fw, arch, mod.weights(model))
+    rng = np.random.default_rng(2)
+    for la, arrs in zip(arch.layers, layers):
+        if isinstance(la, A.BatchNorm):
+            n = len(arrs["mean"])
+            arrs.update(mean=rng.uniform(-0.5, 0.5, n), var=rng.uniform(0.5, 2, n),
+                        gamma=rng.uniform(0.5, 1.5, n), beta=rng.uniform(-0.1, 0.1, n))
+            for k in arrs:
+                arrs[k] = arrs[k].astype(np.float32)
+    return mod, model, layers
+
+
+def _set(mod, fw, arch, model, layers):
+    mod.set_weights(model, framework_state(fw, arch, layers, mod.weights(model)))
+
+
+def _logits(mod, model, x):
+    return mod.logits(model, x if mod.LAYOUT == "NCHW" else x.transpose(0, 2, 3, 1).copy())
 
 
 def _silence_weakest(arch, small, layers):
@@ -77,43 +92,55 @@ def _silence_weakest(arch, small, layers):
     return layers
 
 
+@pytest.mark.parametrize("fw", FRAMEWORKS)
 @pytest.mark.parametrize("arch", [FLAT, GAP], ids=["flatten-dwconv", "gap-bn"])
 @pytest.mark.parametrize("keep", [0.5, 0.75])
-def test_surgery_is_exact_when_the_dropped_channels_were_silent(arch, keep):
-    model = _random_model(arch)
+def test_surgery_is_exact_when_the_dropped_channels_were_silent(fw, arch, keep):
+    pytest.importorskip("tensorflow" if fw != "torch" else "torch")
+    mod, model, layers = _model(fw, arch)
     small = narrow(arch, keep)
-    layers = _silence_weakest(arch, small, torch_layers(arch, tb.weights(model)))
-    tb.set_weights(model, torch_state(arch, layers, tb.weights(model)))
-    pruned = tb.build(small)
-    tb.set_weights(pruned, torch_state(small, prune_arrays(arch, small, layers), tb.weights(pruned)))
+    layers = _silence_weakest(arch, small, layers)
+    _set(mod, fw, arch, model, layers)
+    pruned = mod.build(small)
+    _set(mod, fw, small, pruned, prune_arrays(arch, small, layers, mod.LAYOUT))
     x = np.random.default_rng(0).random((8, 1, 28, 28), dtype=np.float32)
-    np.testing.assert_allclose(tb.logits(pruned, x), tb.logits(model, x), rtol=0, atol=2e-5)
-    assert sum(p.numel() for p in pruned.parameters()) == small.params < arch.params
+    np.testing.assert_allclose(_logits(mod, pruned, x), _logits(mod, model, x), rtol=0, atol=2e-5)
+    assert sum(v.size for k, v in mod.weights(pruned).items()) < \
+        sum(v.size for v in mod.weights(model).values())
 
 
-def test_keeping_everything_is_the_same_model():
-    model = _random_model(FLAT)
+@pytest.mark.parametrize("fw", FRAMEWORKS)
+def test_keeping_everything_is_the_same_model(fw):
+    pytest.importorskip("tensorflow" if fw != "torch" else "torch")
+    mod, model, layers = _model(fw, FLAT)
+    _set(mod, fw, FLAT, model, layers)
     small = narrow(FLAT, 1.0)
-    pruned = tb.build(small)
-    layers = prune_arrays(FLAT, small, torch_layers(FLAT, tb.weights(model)))
-    tb.set_weights(pruned, torch_state(small, layers, tb.weights(pruned)))
+    pruned = mod.build(small)
+    _set(mod, fw, small, pruned, prune_arrays(FLAT, small, layers, mod.LAYOUT))
     x = np.random.default_rng(1).random((4, 1, 28, 28), dtype=np.float32)
-    np.testing.assert_array_equal(tb.logits(pruned, x), tb.logits(model, x))
+    np.testing.assert_array_equal(_logits(mod, pruned, x), _logits(mod, model, x))
+
+
+def _parent(fw, tiny_mnist, tmp_path):
+    pytest.importorskip("tensorflow" if fw != "torch" else "torch")
+    cfg = TrainConfig(framework=fw, arch="edge", epochs=2, batch_size=64, lr=3e-3,
+                      limit=384, val_split=128)
+    return train(cfg, tmp_path / "runs" / f"{fw}-edge", data=tiny_mnist, progress=False)
 
 
 @pytest.fixture
 def parent(tiny_mnist, tmp_path):
-    cfg = TrainConfig(framework="torch", arch="edge", epochs=2, batch_size=64, lr=3e-3,
-                      limit=384, val_split=128)
-    return train(cfg, tmp_path / "runs" / "torch-edge", data=tiny_mnist, progress=False)
+    return _parent("torch", tiny_mnist, tmp_path)
 
 
-def test_prune_run_writes_the_smallest_candidate_that_holds_validation(parent, tiny_mnist):
+@pytest.mark.parametrize("fw", FRAMEWORKS)
+def test_prune_run_writes_the_smallest_candidate_that_holds_validation(fw, tiny_mnist, tmp_path):
     from mnistopt.train.prune import prune_run
 
+    parent = _parent(fw, tiny_mnist, tmp_path)
     run, tried = prune_run(parent.path, [0.75, 0.5], max_drop=1.0, data=tiny_mnist,
                            progress=False)  # max_drop 100 pp: both hold, the smaller wins
-    assert run.path == parent.path.parent / "torch-edge_k50" and run.arch == "edge_k50"
+    assert run.path == parent.path.parent / f"{fw}-edge_k50" and run.arch == "edge_k50"
     assert [t["keep"] for t in tried] == [0.75, 0.5] and [t["chosen"] for t in tried] == [False, True]
     m = json.loads((run.path / "metrics.json").read_text())
     src = m["pruned_from"]
@@ -158,14 +185,14 @@ def test_cli_bad_arguments_exit_2_before_any_work(parent, args, message, capsys)
 def test_cli_refuses_a_run_it_cannot_prune(tmp_path, capsys):
     from mnistopt.cli import main
 
-    run = tmp_path / "keras-edge"
+    run = tmp_path / "onnx-edge"  # a framework mnistopt does not train
     run.mkdir()
-    (run / "model.keras").write_bytes(b"x")
+    (run / "model.onnx").write_bytes(b"x")
     (run / "metrics.json").write_text(json.dumps(
-        {"framework": "keras", "arch": "edge", "native": "model.keras", "layout": "NHWC"}))
+        {"framework": "onnx", "arch": "edge", "native": "model.onnx", "layout": "NCHW"}))
     with pytest.raises(SystemExit) as e:
         main(["prune", str(run)])
-    assert e.value.code == 2 and "pruning works on torch runs" in capsys.readouterr().err
+    assert e.value.code == 2 and "pruning works on torch, keras, tf runs" in capsys.readouterr().err
 
 
 def test_bench_counts_a_pruned_model_for_its_base_arch():

@@ -21,8 +21,9 @@ How the pieces fit (each step below is a function):
 3. `train.fit(..., arch=small, init=arrays)`: fine-tune on the training split; the
    validation split picks among several `keep` values; the test set is scored once, after.
 
-Arrays are handled in torch's layout (conv OIHW, dense (out, in), NCHW flatten order); the
-torch backend's state_dict maps onto it one arch layer at a time (`torch_layers`).
+Arrays are handled in torch's layout (conv OIHW, dense (out, in)); each framework's arrays map
+onto it one arch layer at a time (`layer_arrays`, `framework_state`), and a flatten keeps its
+framework's feature order (NCHW channel-major, NHWC channel-minor).
 """
 
 from __future__ import annotations
@@ -76,9 +77,12 @@ def _importance(w: np.ndarray, bn: dict | None) -> np.ndarray:
     return score
 
 
-def prune_arrays(arch: A.Arch, small: A.Arch, layers: list[dict]) -> list[dict]:
+def prune_arrays(arch: A.Arch, small: A.Arch, layers: list[dict], layout: str = "NCHW"
+                 ) -> list[dict]:
     """The arrays of `small` cut out of `arch`'s, layer by layer (each a dict in torch layout:
-    conv / dense "w" and "b", batch norm "gamma", "beta", "mean", "var")."""
+    conv / dense "w" and "b", batch norm "gamma", "beta", "mean", "var"). `layout`: the
+    framework's, which orders a flattened map's features (NCHW channel-major, NHWC
+    channel-minor)."""
     if len(arch.layers) != len(small.layers) or len(layers) != len(arch.layers):
         raise ValueError("arch, pruned arch and arrays must have one entry per layer")
     shapes = [(1, 28, 28), *arch.shapes()]  # shapes[i]: what layer i receives
@@ -110,50 +114,90 @@ def prune_arrays(arch: A.Arch, small: A.Arch, layers: list[dict]) -> list[dict]:
             new = {k: v[keep_in] for k, v in arrs.items()}
         elif isinstance(la, A.Flatten):
             c, h, w = shapes[i]
-            if h * w > 1:  # channel-major: channel c's pixels are features c*h*w ... +h*w-1
+            if h * w > 1 and layout == "NCHW":  # channel c's pixels: features c*h*w + p
                 keep_in = (keep_in[:, None] * (h * w) + np.arange(h * w)).ravel()
+            elif h * w > 1:  # NHWC: pixel p's channels: features p*c + channel
+                keep_in = (np.arange(h * w)[:, None] * c + keep_in[None, :]).ravel()
         out.append(new)
     return out
 
 
-# torch ---------------------------------------------------------------------------------------
+# frameworks ----------------------------------------------------------------------------------
+# Each framework names and lays out a layer's arrays its own way; `layer_arrays` brings them to
+# the torch layout pruning works in, and `framework_state` takes them back.
 
-_TORCH = {"w": "weight", "b": "bias", "gamma": "weight", "beta": "bias",
-          "mean": "running_mean", "var": "running_var"}
+_BN = ("gamma", "beta", "mean", "var")
+_TORCH_NAMES = {"w": "weight", "b": "bias", "gamma": "weight", "beta": "bias",
+                "mean": "running_mean", "var": "running_var"}
+_TF_NAMES = {"w": "w", "b": "b", "gamma": "gamma", "beta": "beta", "mean": "moving_mean",
+             "var": "moving_var"}
 
 
-def _torch_modules(arch: A.Arch) -> list[int]:
-    """Index of each arch layer's module in the torch Sequential (`torch_backend.build` turns a
-    global average pool into two modules: the pool and a flatten)."""
-    idx, out = 0, []
+def _kinds(la) -> tuple[str, ...]:
+    if isinstance(la, (A.Conv, A.DepthwiseConv, A.Dense)):
+        return ("w", "b") if getattr(la, "bias", True) else ("w",)
+    return _BN if isinstance(la, A.BatchNorm) else ()
+
+
+def _names(framework: str, arch: A.Arch) -> list[dict[str, str]]:
+    """Per arch layer: each of its arrays -> the framework's name for it."""
+    out, idx = [], 0  # idx: the framework's own layer index
     for la in arch.layers:
-        out.append(idx)
-        idx += 2 if isinstance(la, A.GlobalAvgPool) else 1
+        kinds = _kinds(la)
+        if framework == "torch":  # nn.Sequential; a global average pool is pool + flatten
+            out.append({k: f"{idx}.{_TORCH_NAMES[k]}" for k in kinds})
+            idx += 2 if isinstance(la, A.GlobalAvgPool) else 1
+        elif framework == "tf":  # one tf.Module per arch layer
+            out.append({k: f"layers.{idx}.{_TF_NAMES[k]}" for k in kinds})
+            idx += 1
+        else:  # keras: a padded conv is ZeroPadding2D + the conv; get_weights() order
+            idx += 1 if getattr(la, "pad", 0) and isinstance(la, (A.Conv, A.DepthwiseConv)) else 0
+            out.append({k: f"layers.{idx}.{j}" for j, k in enumerate(kinds)})
+            idx += 1
     return out
 
 
-def torch_layers(arch: A.Arch, state: dict[str, np.ndarray]) -> list[dict]:
-    """A torch state_dict (as numpy) -> one dict of arrays per arch layer."""
-    out = []
-    for la, m in zip(arch.layers, _torch_modules(arch)):
-        keys = (("w", "b") if isinstance(la, (A.Conv, A.DepthwiseConv, A.Dense)) else
-                ("gamma", "beta", "mean", "var") if isinstance(la, A.BatchNorm) else ())
-        out.append({k: state[f"{m}.{_TORCH[k]}"] for k in keys if f"{m}.{_TORCH[k]}" in state})
-    return out
+def _to_torch(la, kind: str, v: np.ndarray, nhwc: bool) -> np.ndarray:
+    if not nhwc or kind != "w":
+        return v
+    if isinstance(la, A.Dense):
+        return v.T  # (in, out) -> (out, in)
+    if isinstance(la, A.DepthwiseConv):  # (k, k, C, m) -> (C*m, 1, k, k)
+        k1, k2, c, m = v.shape
+        return v.transpose(2, 3, 0, 1).reshape(c * m, 1, k1, k2)
+    return v.transpose(3, 2, 0, 1)  # HWIO -> OIHW
 
 
-def torch_state(arch: A.Arch, layers: list[dict], template: dict[str, np.ndarray]
-                ) -> dict[str, np.ndarray]:
-    """One dict per arch layer -> a torch state_dict for `arch` (`template`: a fresh model's,
-    for the entries pruning does not touch, such as batch norm's step counter)."""
-    state = dict(template)
-    for arrs, m in zip(layers, _torch_modules(arch)):
-        for k, v in arrs.items():
-            state[f"{m}.{_TORCH[k]}"] = np.ascontiguousarray(v)
+def _from_torch(la, kind: str, v: np.ndarray, nhwc: bool) -> np.ndarray:
+    if not nhwc or kind != "w":
+        return v
+    if isinstance(la, A.Dense):
+        return v.T
+    if isinstance(la, A.DepthwiseConv):
+        cm, _, k1, k2 = v.shape
+        return v.reshape(cm // la.multiplier, la.multiplier, k1, k2).transpose(2, 3, 0, 1)
+    return v.transpose(2, 3, 1, 0)
+
+
+def layer_arrays(framework: str, arch: A.Arch, state: dict[str, np.ndarray]) -> list[dict]:
+    """A framework's weights (its `Backend.weights`) -> one dict per arch layer, torch layout."""
+    nhwc = framework != "torch"
+    return [{k: _to_torch(la, k, state[n], nhwc) for k, n in names.items()}
+            for la, names in zip(arch.layers, _names(framework, arch))]
+
+
+def framework_state(framework: str, arch: A.Arch, layers: list[dict],
+                    template: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """One dict per arch layer (torch layout) -> the framework's weights for `arch` (`template`:
+    a fresh model's, for the entries pruning does not touch, such as batch norm's counter)."""
+    state, nhwc = dict(template), framework != "torch"
+    for la, arrs, names in zip(arch.layers, layers, _names(framework, arch)):
+        for k, n in names.items():
+            state[n] = np.ascontiguousarray(_from_torch(la, k, arrs[k], nhwc))
     return state
 
 
-ADAPTERS = {"torch": (torch_layers, torch_state)}
+FRAMEWORKS = ("torch", "keras", "tf")
 
 
 # the whole job ---------------------------------------------------------------------------------
@@ -185,9 +229,9 @@ def prune_run(run_dir, keeps: list[float], *, epochs: int | None = None, lr: flo
     from . import TrainConfig, backend, check_run_dir, fit, load_run, write_run
 
     run = load_run(run_dir)
-    if run.framework not in ADAPTERS:
-        raise ConfigError(f"{run.path}: pruning works on {', '.join(ADAPTERS)} runs; this is a "
-                          f"{run.framework} run")
+    if run.framework not in FRAMEWORKS:
+        raise ConfigError(f"{run.path}: pruning works on {', '.join(FRAMEWORKS)} runs; this is "
+                          f"a {run.framework!r} run")
     parent_val = run.metrics.get("val_accuracy")
     if not isinstance(parent_val, (int, float)):
         raise ConfigError(f"{run.path}: the run has no validation accuracy (trained with "
@@ -213,13 +257,13 @@ def prune_run(run_dir, keeps: list[float], *, epochs: int | None = None, lr: flo
         from ..data import load_mnist
 
         data = load_mnist()
-    to_layers, to_state = ADAPTERS[run.framework]
-    mod = backend(run.framework)
-    layers = to_layers(arch, mod.weights(run.model))
+    fw, mod = run.framework, backend(run.framework)
+    layers = layer_arrays(fw, arch, mod.weights(run.model))
     tried, best = [], None
     for keep, small in sorted(zip(keeps, smalls), key=lambda p: -p[1].macs):
         cfg = replace(base, arch=small.name, epochs=epochs or 1, lr=lr or base.lr)
-        init = to_state(small, prune_arrays(arch, small, layers), mod.weights(mod.build(small)))
+        init = framework_state(fw, small, prune_arrays(arch, small, layers, mod.LAYOUT),
+                               mod.weights(mod.build(small)))
         model, result = fit(cfg, data, arch=small, init=init, progress=progress)
         held = result["val_accuracy"] >= parent_val - max_drop - 1e-12
         tried.append({"keep": keep, "arch": small.name, "macs": small.macs,
