@@ -218,3 +218,26 @@ def test_bench_counts_a_pruned_model_for_its_base_arch():
     rec_seed = next(e for e in goals.recommend(recs) if e["arch"] == "seed")
     assert rec_seed["b1"]["id"] == "seed_k50-torch-int8.tflite"
     assert all(e["arch"] != "seed_k50" for e in goals.recommend(recs))
+
+
+def test_a_pruned_runs_files_and_rows_name_their_base_arch(parent, tiny_mnist):
+    from mnistopt.artifact import read_sidecar
+    from mnistopt.errors import RunError
+    from mnistopt.export import export
+    from mnistopt.targets.items import artifact_item, native_item, peer_items
+    from mnistopt.train.prune import prune_run
+
+    run, _ = prune_run(parent.path, [0.5], max_drop=1.0, data=tiny_mnist, progress=False)
+    small = narrow(get_arch("edge"), 0.5)
+    [art] = export(run, "onnx", data=tiny_mnist, progress=False)
+    meta = read_sidecar(art.path)
+    assert (meta["arch"], meta["base_arch"]) == ("edge_k50", "edge")
+    assert (meta["params"], meta["macs"]) == (small.params, small.macs)
+    item = artifact_item(art.path)
+    assert (item.arch, item.base_arch, item.macs) == ("edge_k50", "edge", small.macs)
+    native = native_item(run.path)
+    assert (native.base_arch, native.params, native.macs) == ("edge", small.params, small.macs)
+    assert native_item(parent.path).base_arch is None
+    # Peers are built from the model a user brings, never from mnistopt's pruned one.
+    with pytest.raises(RunError, match="no torch run"):
+        peer_items([native], None, [1], "cpu", progress=False)

@@ -313,13 +313,15 @@ def default_run_dir(cfg: TrainConfig, root: Path | None = None) -> Path:
 
 
 def fit(cfg: TrainConfig, data, *, progress: bool = True, on_epoch: OnEpoch | None = None,
-        arch=None, init: dict[str, np.ndarray] | None = None) -> tuple[Any, dict]:
+        arch=None, init: dict[str, np.ndarray] | None = None,
+        score_test: bool = True) -> tuple[Any, dict]:
     """Build and train a model per `cfg` on `data` (an MNIST); (model, metrics) in memory.
 
     `arch`: an `archs.Arch` to build instead of `cfg.arch`'s; `init`: starting weights (the
     backend's names and shapes, checked) instead of random ones: what fine-tuning starts from.
     The backend sees the training and validation images only; the test set is scored here,
-    once, through the same `logits` path that export validation uses.
+    once, through the same `logits` path that export validation uses (`score_test=False`: not
+    at all, for a candidate a caller may discard; `test_accuracy` scores it later).
     """
     cfg.validate(arch_given=arch is not None)
     if on_epoch is not None and not cfg.val_split:
@@ -335,10 +337,15 @@ def fit(cfg: TrainConfig, data, *, progress: bool = True, on_epoch: OnEpoch | No
         mod.set_weights(model, check(f"{arch.name} starting weights", init, mod.weights(model)))
     with EpochLog(cfg, len(splits.y_train), len(splits.y_val), on_epoch, progress) as log:
         facts = mod.fit(model, cfg, splits, log)
+    test = test_accuracy(mod, model, data) if score_test else None
+    return model, {**log.result(test_accuracy=test, split=splits.describe()), **facts}
+
+
+def test_accuracy(mod: Backend, model, data) -> float:
+    """Top-1 accuracy of `model` (framework module `mod`) on `data`'s test images."""
     logits = [mod.logits(model, to_input(data.x_test[i:i + 1000], mod.LAYOUT))
               for i in range(0, len(data.x_test), 1000)]
-    test = float((np.concatenate(logits).argmax(1) == data.y_test).mean())
-    return model, {**log.result(test_accuracy=test, split=splits.describe()), **facts}
+    return float((np.concatenate(logits).argmax(1) == data.y_test).mean())
 
 
 def train(cfg: TrainConfig, out: Path | None = None, *, data=None, progress: bool = True,

@@ -226,7 +226,7 @@ def prune_run(run_dir, keeps: list[float], *, epochs: int | None = None, lr: flo
     from dataclasses import asdict
     from pathlib import Path
 
-    from . import TrainConfig, backend, check_run_dir, fit, load_run, write_run
+    from . import TrainConfig, backend, check_run_dir, fit, load_run, test_accuracy, write_run
 
     run = load_run(run_dir)
     if run.framework not in FRAMEWORKS:
@@ -241,9 +241,13 @@ def prune_run(run_dir, keeps: list[float], *, epochs: int | None = None, lr: flo
     if not 0 <= max_drop <= 1:
         raise ConfigError(f"--max-drop is in percentage points, in [0, 100], got {max_drop * 100}")
     arch = run.arch_spec
-    smalls = [narrow(arch, k) for k in keeps]  # a bad --keep fails here, before any work
+    smalls = {}  # two fractions that round to the same widths are one candidate
+    for k in keeps:  # a bad --keep fails here, before any work
+        small = narrow(arch, k)
+        smalls.setdefault(small.layers, (k, small))
+    smalls = list(smalls.values())
     outs = {s.name: check_run_dir(Path(out) if out else
-                                  run.path.parent / f"{run.framework}-{s.name}") for s in smalls}
+                                  run.path.parent / f"{run.framework}-{s.name}") for _, s in smalls}
     parent_cfg = dict(run.metrics.get("config") or {})
     parent_cfg.pop("arch", None)
     if parent_cfg.get("betas"):
@@ -260,11 +264,12 @@ def prune_run(run_dir, keeps: list[float], *, epochs: int | None = None, lr: flo
     fw, mod = run.framework, backend(run.framework)
     layers = layer_arrays(fw, arch, mod.weights(run.model))
     tried, best = [], None
-    for keep, small in sorted(zip(keeps, smalls), key=lambda p: -p[1].macs):
+    for keep, small in sorted(smalls, key=lambda p: -p[1].macs):
         cfg = replace(base, arch=small.name, epochs=epochs or 1, lr=lr or base.lr)
         init = framework_state(fw, small, prune_arrays(arch, small, layers, mod.LAYOUT),
                                mod.weights(mod.build(small)))
-        model, result = fit(cfg, data, arch=small, init=init, progress=progress)
+        # The test set is not looked at for a candidate: only the model written is scored.
+        model, result = fit(cfg, data, arch=small, init=init, progress=progress, score_test=False)
         held = result["val_accuracy"] >= parent_val - max_drop - 1e-12
         tried.append({"keep": keep, "arch": small.name, "macs": small.macs,
                       "params": small.params, "val_accuracy": result["val_accuracy"]})
@@ -276,11 +281,13 @@ def prune_run(run_dir, keeps: list[float], *, epochs: int | None = None, lr: flo
                           f"{max_drop * 100:.2f} pp of {parent_val:.2%} ({shown}); try a larger "
                           "--keep or more --epochs")
     small, cfg, model, result, keep = best
+    result["test_accuracy"] = test_accuracy(mod, model, data)
     for t in tried:
         t["chosen"] = t["arch"] == small.name
     extra = {"pruned_from": {
         "run": str(run.path), "arch": base_arch(run.metrics) or run.arch,
-        "parent_arch": run.arch, "parent_macs": arch.macs, "native_sha256": run.metrics.get("native_sha256"),
+        "parent_arch": run.arch, "parent_macs": arch.macs,
+        "native_sha256": run.metrics.get("native_sha256"),
         "val_accuracy": parent_val, "test_accuracy": run.metrics.get("test_accuracy"),
         "keep": keep, "max_drop": max_drop, "method": "L1 filter norm x BN scale, structured",
         "candidates": tried, "parent_config": asdict(base)}}
