@@ -48,6 +48,13 @@ def test_narrow_cuts_every_conv_and_hidden_dense_but_never_the_classes():
 FRAMEWORKS = ["torch", "keras", "tf"]
 
 
+def test_every_framework_can_be_pruned():
+    from mnistopt.train import FRAMEWORKS as TRAINED
+    from mnistopt.train import prune
+
+    assert set(prune.FRAMEWORKS) == set(TRAINED) == set(FRAMEWORKS)
+
+
 def _model(fw, arch):
     """A fresh model of `arch` in `fw`, its arrays per layer (torch layout), batch-norm
     statistics moved away from their 0/1 start so that the surgery on them shows."""
@@ -241,3 +248,22 @@ def test_a_pruned_runs_files_and_rows_name_their_base_arch(parent, tiny_mnist):
     # Peers are built from the model a user brings, never from mnistopt's pruned one.
     with pytest.raises(RunError, match="no torch run"):
         peer_items([native], None, [1], "cpu", progress=False)
+
+
+@pytest.mark.parametrize("change,message", [
+    ({"config": {"betas": 5}}, "its config is not one mnistopt wrote"),
+    ({"config": {"no_such_option": 1}}, "its config is not one mnistopt wrote"),
+    ({"config": {"epochs": "many"}}, "--epochs is a whole number"),
+    ({"val_accuracy": True}, "has no validation accuracy"),
+    ({"val_accuracy": None}, "has no validation accuracy"),
+])
+def test_a_hostile_metrics_file_is_one_clear_error(parent, tiny_mnist, change, message):
+    from mnistopt.train.prune import prune_run
+
+    path = parent.path / "metrics.json"
+    m = json.loads(path.read_text())
+    m.update({k: {**m[k], **v} if isinstance(v, dict) else v for k, v in change.items()})
+    path.write_text(json.dumps(m))
+    with pytest.raises(ConfigError, match=message):
+        prune_run(parent.path, [0.5], data=tiny_mnist, progress=False)
+    assert sorted(p.name for p in parent.path.parent.iterdir()) == ["torch-edge"]

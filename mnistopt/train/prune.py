@@ -233,7 +233,7 @@ def prune_run(run_dir, keeps: list[float], *, epochs: int | None = None, lr: flo
         raise ConfigError(f"{run.path}: pruning works on {', '.join(FRAMEWORKS)} runs; this is "
                           f"a {run.framework!r} run")
     parent_val = run.metrics.get("val_accuracy")
-    if not isinstance(parent_val, (int, float)):
+    if isinstance(parent_val, bool) or not isinstance(parent_val, (int, float)):
         raise ConfigError(f"{run.path}: the run has no validation accuracy (trained with "
                           "--val-split 0), so there is nothing to hold a pruned model to")
     if not keeps:
@@ -248,13 +248,14 @@ def prune_run(run_dir, keeps: list[float], *, epochs: int | None = None, lr: flo
     smalls = list(smalls.values())
     outs = {s.name: check_run_dir(Path(out) if out else
                                   run.path.parent / f"{run.framework}-{s.name}") for _, s in smalls}
-    parent_cfg = dict(run.metrics.get("config") or {})
-    parent_cfg.pop("arch", None)
-    if parent_cfg.get("betas"):
-        parent_cfg["betas"] = tuple(parent_cfg["betas"])
-    try:
+    try:  # an untrusted metrics.json: unknown keys, wrong types (validate checks the values)
+        parent_cfg = dict(run.metrics.get("config") or {})
+        parent_cfg.pop("arch", None)
+        if parent_cfg.get("betas"):
+            parent_cfg["betas"] = tuple(parent_cfg["betas"])
         base = TrainConfig(**{**parent_cfg, "target_acc": None})
-    except TypeError as exc:  # an untrusted metrics.json with unknown config keys
+        base.validate(arch_given=True)
+    except (TypeError, ValueError) as exc:
         raise ConfigError(f"{run.path}/metrics.json: its config is not one mnistopt wrote "
                           f"({exc})") from None
     if data is None:
