@@ -29,6 +29,7 @@ framework's feature order (NCHW channel-major, NHWC channel-minor).
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import replace
 
 import numpy as np
@@ -269,6 +270,9 @@ def prune_run(run_dir, keeps: list[float], *, epochs: int | None = None, lr: flo
         cfg = replace(base, arch=small.name, epochs=epochs or 1, lr=lr or base.lr)
         init = framework_state(fw, small, prune_arrays(arch, small, layers, mod.LAYOUT),
                                mod.weights(mod.build(small)))
+        if progress:
+            print(f"{small.name}: keep {keep:g}, {small.macs:,} multiply-adds "
+                  f"({arch.macs / small.macs:.1f}x fewer), fine-tuning", file=sys.stderr)
         # The test set is not looked at for a candidate: only the model written is scored.
         model, result = fit(cfg, data, arch=small, init=init, progress=progress, score_test=False)
         held = result["val_accuracy"] >= parent_val - max_drop - 1e-12
