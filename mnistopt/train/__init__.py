@@ -25,9 +25,7 @@ from __future__ import annotations
 import importlib
 import json
 import os
-import shutil
-import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -35,9 +33,10 @@ import numpy as np
 
 from ..archs import get_arch
 from ..errors import ConfigError, RunError
-from ..fsutil import check_output, replace_dir, write_json
+from ..fsutil import check_output
 from .loop import EpochLog, OnEpoch, Splits, make_splits
-from .weights import save as save_weights
+from .rundir import write_run
+from .weights import check as check_weights
 
 
 @dataclass(frozen=True)
@@ -139,8 +138,8 @@ class TrainConfig:
             self.loop == "fast" or (self.loop == "auto" and self.device == "gpu"))
 
     def validate(self, arch_given: bool = False) -> None:
-        """Every option checked once, here; each error names the option and its range.
-        `arch_given`: the caller brings the Arch itself (a pruned one), `arch` only names it."""
+        """Every option checked once, here; each error names the option and its range
+        (`arch_given`: the caller brings the Arch itself, a pruned one; `arch` only names it)."""
         if not arch_given:
             get_arch(self.arch)
         if self.framework not in FRAMEWORKS:
@@ -318,10 +317,9 @@ def fit(cfg: TrainConfig, data, *, progress: bool = True, on_epoch: OnEpoch | No
     """Build and train a model per `cfg` on `data` (an MNIST); (model, metrics) in memory.
 
     `arch`: an `archs.Arch` to build instead of `cfg.arch`'s; `init`: starting weights (the
-    backend's names and shapes, checked) instead of random ones: what fine-tuning starts from.
-    The backend sees the training and validation images only; the test set is scored here,
-    once, through the same `logits` path that export validation uses (`score_test=False`: not
-    at all, for a candidate a caller may discard; `test_accuracy` scores it later).
+    backend's, checked) instead of random ones, for fine-tuning. The backend sees the training
+    and validation images only; the test set is scored here, once, through the `logits` path
+    export validation uses (`score_test=False`: not at all, for a candidate that may go).
     """
     cfg.validate(arch_given=arch is not None)
     if on_epoch is not None and not cfg.val_split:
@@ -332,9 +330,8 @@ def fit(cfg: TrainConfig, data, *, progress: bool = True, on_epoch: OnEpoch | No
     splits = make_splits(cfg, data)
     model = mod.build(arch, seed=cfg.seed)
     if init is not None:
-        from .weights import check
-
-        mod.set_weights(model, check(f"{arch.name} starting weights", init, mod.weights(model)))
+        mod.set_weights(model, check_weights(f"{arch.name} starting weights", init,
+                                             mod.weights(model)))
     with EpochLog(cfg, len(splits.y_train), len(splits.y_val), on_epoch, progress) as log:
         facts = mod.fit(model, cfg, splits, log)
     test = test_accuracy(mod, model, data) if score_test else None
@@ -365,43 +362,3 @@ def train(cfg: TrainConfig, out: Path | None = None, *, data=None, progress: boo
 
     model, result = fit(cfg, data, progress=progress, on_epoch=on_epoch)
     return write_run(out, cfg, get_arch(cfg.arch), model, result)
-
-
-def write_run(out: Path, cfg: TrainConfig, arch, model, result: dict,
-              extra: dict | None = None) -> Run:
-    """Write a trained `model` (of `arch`, trained per `cfg`; `result` from `fit`) as the run
-    directory `out`, atomically; `extra`: more keys for metrics.json. The run, loaded."""
-    from ..archspec import to_dict
-
-    mod = backend(cfg.framework)
-    # Build the run in a temp directory beside the target, then swap it in: a crash or Ctrl-C
-    # never leaves a half-written run that load_run would accept.
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
-    try:
-        native = mod.save(model, tmp)
-        metrics = {
-            "framework": cfg.framework,
-            "arch": arch.name,
-            "arch_spec": to_dict(arch),
-            "params": arch.params,
-            "macs": arch.macs,
-            "native": native,
-            "layout": mod.LAYOUT,
-            "native_sha256": native_sha256(tmp / native),
-            "weights": save_weights(mod.weights(model), tmp),
-            "config": asdict(cfg),
-            **result,
-            **(extra or {}),
-        }
-        write_json(tmp / "metrics.json", metrics)
-        # mkdtemp/mkstemp make private (0700/0600) entries; a run is meant to be shared.
-        os.chmod(tmp, 0o755)
-        os.chmod(tmp / "metrics.json", 0o644)
-        replace_dir(tmp, out)  # `out` is whole at every instant: the old run or the new
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    run = load_run(out)
-    run._model = model
-    return run
