@@ -243,7 +243,7 @@ def test_train_replaces_a_run_and_keeps_it_whole_if_interrupted(tmp_path, monkey
     def interrupted(*a, **k):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("mnistopt.train.replace_dir", interrupted)
+    monkeypatch.setattr("mnistopt.train.rundir.replace_dir", interrupted)
     with pytest.raises(KeyboardInterrupt):
         train(TrainConfig(**{**cfg.__dict__, "seed": 1}), tmp_path / "run", data=tiny_data(),
               progress=False)
