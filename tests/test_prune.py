@@ -152,6 +152,7 @@ def test_prune_run_writes_the_smallest_candidate_that_holds_validation(fw, tiny_
     m = json.loads((run.path / "metrics.json").read_text())
     src = m["pruned_from"]
     assert src["arch"] == "edge" and src["keep"] == 0.5 and src["parent_macs"] == get_arch("edge").macs
+    assert src["parent_config"]["arch"] == "edge" and src["parent_config"]["limit"] == 384
     assert m["macs"] == narrow(get_arch("edge"), 0.5).macs and m["config"]["arch"] == "edge_k50"
     assert m["config"]["limit"] == 384  # the parent's recipe, fine-tuned for one epoch
     assert m["epochs"] == 1 and isinstance(m["test_accuracy"], float)

@@ -295,5 +295,5 @@ def prune_run(run_dir, keeps: list[float], *, epochs: int | None = None, lr: flo
         "native_sha256": run.metrics.get("native_sha256"),
         "val_accuracy": parent_val, "test_accuracy": run.metrics.get("test_accuracy"),
         "keep": keep, "max_drop": max_drop, "method": "L1 filter norm x BN scale, structured",
-        "candidates": tried, "parent_config": asdict(base)}}
+        "candidates": tried, "parent_config": {**asdict(base), "arch": run.arch}}}
     return write_run(outs[small.name], cfg, small, model, result, extra), tried
