@@ -155,13 +155,14 @@ def test_prune_run_writes_the_smallest_candidate_that_holds_validation(fw, tiny_
     assert src["parent_config"]["arch"] == "edge" and src["parent_config"]["limit"] == 384
     assert m["macs"] == narrow(get_arch("edge"), 0.5).macs and m["config"]["arch"] == "edge_k50"
     assert m["config"]["limit"] == 384  # the parent's recipe, fine-tuned for one epoch
-    assert m["epochs"] == 1 and isinstance(m["test_accuracy"], float)
+    assert m["epochs"] == 2 and isinstance(m["test_accuracy"], float)  # as long as the parent
     reloaded = load_run(run.path)  # from its recorded spec and weights.npz
     np.testing.assert_allclose(reloaded.logits(tiny_mnist.x_test[:16]),
                                run.logits(tiny_mnist.x_test[:16]), atol=1e-5)
     # Pruning a pruned run keeps the original base arch.
-    again, _ = prune_run(run.path, [0.5], max_drop=1.0, data=tiny_mnist, progress=False)
+    again, _ = prune_run(run.path, [0.5], epochs=1, max_drop=1.0, data=tiny_mnist, progress=False)
     assert again.arch == "edge_k50_k50" and again.metrics["pruned_from"]["arch"] == "edge"
+    assert again.metrics["epochs"] == 1
 
 
 def test_prune_run_writes_nothing_when_no_candidate_holds(parent, tiny_mnist, monkeypatch):

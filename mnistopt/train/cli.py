@@ -111,7 +111,8 @@ def prune_command(
     keep: Annotated[list[float], typer.Option(
         help="Fraction of each layer's channels to keep, e.g. 0.5; give several to try each: "
              "the smallest that holds validation accuracy is written")] = [0.5],  # noqa: B006
-    epochs: Annotated[int, typer.Option(help="Fine-tuning epochs per candidate")] = 1,
+    epochs: Annotated[Optional[int], typer.Option(
+        help="Fine-tuning epochs per candidate [default: as many as the run trained]")] = None,
     lr: Annotated[Optional[float], typer.Option(
         help="Fine-tuning peak learning rate [default: the run's own]")] = None,
     max_drop: Annotated[float, typer.Option(

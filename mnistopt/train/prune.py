@@ -221,8 +221,10 @@ def prune_run(run_dir, keeps: list[float], *, epochs: int | None = None, lr: flo
     {keep, arch, macs, params, val_accuracy, chosen} for every candidate).
 
     Fine-tuning reuses the parent's recipe (batch size, augmentation, label smoothing, ...)
-    with `epochs` (default 1) and `lr` (default: the parent's). Nothing is written when no
-    candidate holds the accuracy: a ConfigError names each one's validation accuracy.
+    with `epochs` (default: as many as the parent trained; accuracy comes back with time:
+    `wide` at half width was 0.12 pp below the run after 3 epochs, 0.02 above after 6) and `lr`
+    (default: the parent's). Nothing is written when no candidate holds the accuracy: a
+    ConfigError names each one's validation accuracy.
     """
     from dataclasses import asdict
     from pathlib import Path
@@ -267,7 +269,7 @@ def prune_run(run_dir, keeps: list[float], *, epochs: int | None = None, lr: flo
     layers = layer_arrays(fw, arch, mod.weights(run.model))
     tried, best = [], None
     for keep, small in sorted(smalls, key=lambda p: -p[1].macs):
-        cfg = replace(base, arch=small.name, epochs=epochs or 1, lr=lr or base.lr)
+        cfg = replace(base, arch=small.name, epochs=epochs or base.epochs, lr=lr or base.lr)
         init = framework_state(fw, small, prune_arrays(arch, small, layers, mod.LAYOUT),
                                mod.weights(mod.build(small)))
         if progress:
