@@ -12,7 +12,8 @@ from mnistopt import archs as A
 from mnistopt.archs import get_arch
 from mnistopt.errors import ConfigError
 from mnistopt.train import TrainConfig, load_run, train
-from mnistopt.train.prune import (framework_state, kept_width, layer_arrays, narrow, prunable,
+from mnistopt.train.prune import (framework_state, keep_for_budget, kept_width, layer_arrays, narrow,
+                                  prunable,
                                   prune_arrays)
 
 # Every kind of layer pruning must cut through: BN after conv, a depthwise conv that follows
@@ -176,10 +177,43 @@ def test_prune_run_writes_nothing_when_no_candidate_holds(parent, tiny_mnist, mo
     assert sorted(p.name for p in parent.path.parent.iterdir()) == before
 
 
+def test_keep_for_budget_takes_the_largest_fraction_that_fits():
+    edge, wide = get_arch("edge"), get_arch("wide")
+    assert keep_for_budget(wide, max_macs=edge.macs) == 0.5  # half of wide is edge, exactly
+    k = keep_for_budget(wide, max_macs=edge.macs + 1, max_params=edge.params)
+    assert narrow(wide, k).layers == narrow(wide, 0.5).layers
+    k = keep_for_budget(edge, max_params=edge.params - 1)
+    assert narrow(edge, k).params < edge.params  # it fits, and no larger fraction does
+    assert all(narrow(edge, j / 64).params >= edge.params for j in range(round(k * 64) + 1, 64))
+    with pytest.raises(ConfigError, match="fits the budget as it is"):
+        keep_for_budget(edge, max_macs=edge.macs)
+    with pytest.raises(ConfigError, match=r"no pruned edge fits params 100: the narrowest has"):
+        keep_for_budget(edge, max_params=100)
+    for bad in (0, -5, 1.5, True, "1M"):
+        with pytest.raises(ConfigError, match="--max-macs is a positive whole number"):
+            keep_for_budget(edge, max_macs=bad)
+    with pytest.raises(ConfigError, match="give --max-macs or --max-params"):
+        keep_for_budget(edge)
+
+
+def test_prune_run_to_a_budget(parent, tiny_mnist):
+    from mnistopt.train.prune import prune_run
+
+    budget = narrow(get_arch("edge"), 0.5).params
+    run, tried = prune_run(parent.path, [], max_params=budget, epochs=1, max_drop=1.0,
+                           data=tiny_mnist, progress=False)
+    assert run.metrics["params"] <= budget and [t["chosen"] for t in tried] == [True]
+    assert run.metrics["pruned_from"]["keep"] == keep_for_budget(get_arch("edge"), max_params=budget)
+
+
 @pytest.mark.parametrize("args,message", [
     (["--keep", "2"], "--keep is a fraction"),
     (["--max-drop", "-1"], "--max-drop is in percentage points"),
     (["--out", "/proc/x"], "--out"),
+    (["--keep", "0.75", "--max-params", "5000"], "--keep 0.75 does not fit the budget"),
+    (["--max-macs", "0"], "--max-macs is a positive whole number"),
+    (["--max-params", "100"], "no pruned edge fits params 100"),
+    (["--max-macs", "999999999"], "fits the budget as it is"),
 ])
 def test_cli_bad_arguments_exit_2_before_any_work(parent, args, message, capsys):
     from mnistopt.cli import main

@@ -107,10 +107,15 @@ def _secs(s: float) -> str:
 
 
 def prune_command(
-    run: Annotated[Path, typer.Argument(help="A torch run directory to prune")],
-    keep: Annotated[list[float], typer.Option(
+    run: Annotated[Path, typer.Argument(help="A run directory (torch, keras or tf) to prune")],
+    keep: Annotated[Optional[list[float]], typer.Option(
         help="Fraction of each layer's channels to keep, e.g. 0.5; give several to try each: "
-             "the smallest that holds validation accuracy is written")] = [0.5],  # noqa: B006
+             "the smallest that holds validation accuracy is written [default: 0.5, or the "
+             "largest that fits --max-macs / --max-params]")] = None,
+    max_macs: Annotated[Optional[int], typer.Option(
+        help="Budget: at most this many multiply-adds per image")] = None,
+    max_params: Annotated[Optional[int], typer.Option(
+        help="Budget: at most this many parameters")] = None,
     epochs: Annotated[Optional[int], typer.Option(
         help="Fine-tuning epochs per candidate [default: as many as the run trained]")] = None,
     lr: Annotated[Optional[float], typer.Option(
@@ -128,8 +133,11 @@ def prune_command(
     from .prune import prune_run
 
     dataset = data_from_path(data) if data is not None else None
-    pruned, tried = prune_run(run, keep, epochs=epochs, lr=lr, max_drop=max_drop / 100,
-                              out=out, data=dataset, progress=not quiet)
+    if not keep and max_macs is None and max_params is None:
+        keep = [0.5]
+    pruned, tried = prune_run(run, keep or [], epochs=epochs, lr=lr, max_drop=max_drop / 100,
+                              out=out, data=dataset, progress=not quiet, max_macs=max_macs,
+                              max_params=max_params)
     src = pruned.metrics["pruned_from"]
     for t in tried:
         mark = "-> " if t["chosen"] else "   "

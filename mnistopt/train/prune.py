@@ -201,6 +201,44 @@ def framework_state(framework: str, arch: A.Arch, layers: list[dict],
 FRAMEWORKS = ("torch", "keras", "tf")
 
 
+def over_budget(arch: A.Arch, max_macs: int | None, max_params: int | None) -> list[str]:
+    """How `arch` exceeds the budget (empty: it fits); ConfigError for a budget that is not a
+    positive whole number."""
+    over = []
+    for name, v, have, what in (("--max-macs", max_macs, arch.macs, "MACs"),
+                                ("--max-params", max_params, arch.params, "params")):
+        if v is None:
+            continue
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ConfigError(f"{name} is a positive whole number, got {v!r}")
+        if have > v:
+            over.append(f"{have:,} {what} > {v:,}")
+    return over
+
+
+def keep_for_budget(arch: A.Arch, max_macs: int | None = None,
+                    max_params: int | None = None) -> float:
+    """The largest keep fraction (a multiple of 1/64) whose narrowed `arch` has at most
+    `max_macs` multiply-adds and `max_params` parameters: the most capacity a budget allows.
+    ConfigError when `arch` fits already or when not even the narrowest cut fits."""
+    if max_macs is None and max_params is None:
+        raise ConfigError("give --max-macs or --max-params (or --keep)")
+    fits_now = not over_budget(arch, max_macs, max_params)  # also checks the budget's values
+    want = ", ".join(f"{n} {v:,}" for n, v in (("MACs", max_macs), ("params", max_params)) if v)
+    if fits_now:
+        raise ConfigError(f"{arch.name} fits the budget as it is ({arch.macs:,} MACs, "
+                          f"{arch.params:,} params; budget {want}): nothing to prune")
+    # Widths are steps of `keep` rounded to SIMD groups of 8: a 1/64 grid tells apart every
+    # width set of layers up to 512 wide. The first (largest) fraction that fits wins.
+    for k in range(63, 0, -1):
+        keep = k / 64
+        if keep > KEEP_RANGE[0] and not over_budget(narrow(arch, keep), max_macs, max_params):
+            return keep
+    least = narrow(arch, math.floor(KEEP_RANGE[0] * 64 + 1) / 64)
+    raise ConfigError(f"no pruned {arch.name} fits {want}: the narrowest has {least.macs:,} MACs "
+                      f"and {least.params:,} params (channels are kept in groups of 4 and 8)")
+
+
 # the whole job ---------------------------------------------------------------------------------
 
 def base_arch(metrics: dict) -> str | None:
@@ -214,11 +252,16 @@ def base_arch(metrics: dict) -> str | None:
 
 
 def prune_run(run_dir, keeps: list[float], *, epochs: int | None = None, lr: float | None = None,
-              max_drop: float = 0.001, out=None, data=None, progress: bool = True):
+              max_drop: float = 0.001, out=None, data=None, progress: bool = True,
+              max_macs: int | None = None, max_params: int | None = None):
     """Prune the run `run_dir` to each fraction in `keeps`, fine-tune each on the training split,
     and write the smallest one whose validation accuracy is within `max_drop` (a fraction:
     0.001 = 0.1 pp) of the parent's as a new run directory. Returns (the run, a list of
     {keep, arch, macs, params, val_accuracy, chosen} for every candidate).
+
+    A budget (`max_macs`, `max_params`: a device's time or flash) adds the largest fraction
+    that fits it (`keep_for_budget`) when `keeps` is empty, and refuses any given fraction
+    that does not fit, before any training.
 
     Fine-tuning reuses the parent's recipe (batch size, augmentation, label smoothing, ...)
     with `epochs` (default: as many as the parent trained; accuracy comes back with time:
@@ -239,14 +282,20 @@ def prune_run(run_dir, keeps: list[float], *, epochs: int | None = None, lr: flo
     if isinstance(parent_val, bool) or not isinstance(parent_val, (int, float)):
         raise ConfigError(f"{run.path}: the run has no validation accuracy (trained with "
                           "--val-split 0), so there is nothing to hold a pruned model to")
-    if not keeps:
-        raise ConfigError("give at least one --keep fraction")
     if not 0 <= max_drop <= 1:
         raise ConfigError(f"--max-drop is in percentage points, in [0, 100], got {max_drop * 100}")
     arch = run.arch_spec
+    budget = max_macs is not None or max_params is not None
+    if not keeps:
+        if not budget:
+            raise ConfigError("give at least one --keep fraction, or a budget (--max-macs, --max-params)")
+        keeps = [keep_for_budget(arch, max_macs, max_params)]
     smalls = {}  # two fractions that round to the same widths are one candidate
     for k in keeps:  # a bad --keep fails here, before any work
         small = narrow(arch, k)
+        if over := over_budget(small, max_macs, max_params):
+            raise ConfigError(f"--keep {k:g} does not fit the budget ({'; '.join(over)}); leave "
+                              "--keep out to take the largest that fits")
         smalls.setdefault(small.layers, (k, small))
     smalls = list(smalls.values())
     outs = {s.name: check_run_dir(Path(out) if out else
