@@ -230,11 +230,11 @@ def keep_for_budget(arch: A.Arch, max_macs: int | None = None,
                           f"{arch.params:,} params; budget {want}): nothing to prune")
     # Widths are steps of `keep` rounded to SIMD groups of 8: a 1/64 grid tells apart every
     # width set of layers up to 512 wide. The first (largest) fraction that fits wins.
-    for k in range(63, 0, -1):
-        keep = k / 64
-        if keep > KEEP_RANGE[0] and not over_budget(narrow(arch, keep), max_macs, max_params):
+    grid = [k / 64 for k in range(63, 0, -1) if k / 64 > KEEP_RANGE[0]]
+    for keep in grid:
+        if not over_budget(narrow(arch, keep), max_macs, max_params):
             return keep
-    least = narrow(arch, math.floor(KEEP_RANGE[0] * 64 + 1) / 64)
+    least = narrow(arch, grid[-1])
     raise ConfigError(f"no pruned {arch.name} fits {want}: the narrowest has {least.macs:,} MACs "
                       f"and {least.params:,} params (channels are kept in groups of 4 and 8)")
 
@@ -302,10 +302,10 @@ def prune_run(run_dir, keeps: list[float], *, epochs: int | None = None, lr: flo
                                   run.path.parent / f"{run.framework}-{s.name}") for _, s in smalls}
     try:  # an untrusted metrics.json: unknown keys, wrong types (validate checks the values)
         parent_cfg = dict(run.metrics.get("config") or {})
-        parent_cfg.pop("arch", None)
         if parent_cfg.get("betas"):
             parent_cfg["betas"] = tuple(parent_cfg["betas"])
-        base = TrainConfig(**{**parent_cfg, "target_acc": None})
+        # The run's arch by name (validate is told the Arch comes separately, as it does).
+        base = TrainConfig(**{**parent_cfg, "arch": run.arch, "target_acc": None})
         base.validate(arch_given=True)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{run.path}/metrics.json: its config is not one mnistopt wrote "
@@ -346,5 +346,5 @@ def prune_run(run_dir, keeps: list[float], *, epochs: int | None = None, lr: flo
         "native_sha256": run.metrics.get("native_sha256"),
         "val_accuracy": parent_val, "test_accuracy": run.metrics.get("test_accuracy"),
         "keep": keep, "max_drop": max_drop, "method": "L1 filter norm x BN scale, structured",
-        "candidates": tried, "parent_config": {**asdict(base), "arch": run.arch}}}
+        "candidates": tried, "parent_config": asdict(base)}}
     return write_run(outs[small.name], cfg, small, model, result, extra), tried
