@@ -199,6 +199,7 @@ def test_paired_timing_decides_the_int8_vs_fp32_verdict():
     says 0.95x: the verdict follows the paired ratio and the line shows both."""
     recs = edge_records(int8_b1=40.0, int8_b256=18000)
     recs[4]["latency"]["1"]["p50_us"] = 45.0
+    recs[4]["latency"]["256"]["images_per_s"] = 15000  # LiteRT fastest at b256 too
     int8 = recs[2]
     name = "int8 vs fp32, fastest runtime (edge)"
     assert by_name(goals.check_targets(recs, AVX2_ENV), name)["ok"] is False
@@ -218,6 +219,7 @@ def test_a_tie_within_the_rounds_spread_is_not_slower():
     their interquartile range), never by more than MAX_TIE; with VNNI the goals have no tie."""
     recs = edge_records(int8_b1=40.0, int8_b256=18000)
     recs[4]["latency"]["1"]["p50_us"] = 45.0  # LiteRT holds the fastest file
+    recs[4]["latency"]["256"]["images_per_s"] = 15000  # at both batch sizes
     int8 = recs[2]
     name = "int8 vs fp32, fastest runtime (edge)"
     int8["paired"] = {"1": {"vs": "edge-torch-fp32.tflite", "ratio": 1.01, "spread": 0.02},
@@ -235,6 +237,32 @@ def test_a_tie_within_the_rounds_spread_is_not_slower():
     assert by_name(goals.check_targets(recs, VNNI_ENV), name)["ok"] is False
     int8["paired"]["1"]["ratio"] = 0.66
     assert by_name(goals.check_targets(recs, VNNI_ENV), name)["ok"] is True
+
+
+def test_each_batch_size_is_judged_in_the_runtime_fastest_there():
+    """One image a call and 256 a call can favour different runtimes (LiteRT's light call,
+    OpenVINO's batched kernels): each half of the verdict compares int8 with fp32 in the
+    runtime whose file is fastest at that batch size, as the recommendation does."""
+    from mnistopt.bench.paired import pairs
+
+    recs = edge_records(int8_b1=30.0, int8_b256=18000)  # LiteRT int8 loses at b256: 18k < 20k
+    name = "int8 vs fp32, fastest runtime (edge)"
+    line = by_name(goals.check_targets(recs, AVX2_ENV), name)
+    # ONNX Runtime's int8 (26k img/s) is the fastest edge file at b256: 26k / 16k there
+    assert line["ok"] is True and line["detail"].startswith("litert torch: b1 int8 30.0 µs")
+    assert "onnxruntime torch: b256 26.0k / 16.0k img/s = 1.62x" in line["detail"]
+    assert [(b, a["id"], f["id"]) for b, a, f in pairs(recs, 256)] == \
+        [(1, "edge-torch-int8.tflite", "edge-torch-fp32.tflite"),
+         (256, "edge-torch-int8.onnx", "edge-torch-fp32.onnx")]
+    assert goals.recommend(recs, AVX2_ENV)[0]["b256"]["runtime"] == "onnxruntime"
+    recs[4]["latency"]["256"]["images_per_s"] = 15000  # now LiteRT's int8 is judged at b256
+    line = by_name(goals.check_targets(recs, AVX2_ENV), name)
+    assert line["ok"] is False and "; b256 18.0k / 20.0k img/s = 0.90x" in line["detail"]
+    fp32_only = [r for r in edge_records() if not (r["backend"] == "onnxruntime" and r["quant"] == "fp32")]
+    fp32_only[-1]["latency"]["256"]["images_per_s"] = 90000  # ORT int8 fastest, no fp32 twin
+    line = by_name(goals.check_targets(fp32_only, AVX2_ENV), name)
+    assert line["ok"] is None and "b256 not measured (onnxruntime torch, fastest there, has no fp32 file)" \
+        in line["detail"]
 
 
 def test_paired_pairs_are_the_targets_pairs():
