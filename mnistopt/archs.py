@@ -95,6 +95,19 @@ Layer = (Normalize | Conv | DepthwiseConv | BatchNorm | ReLU | MaxPool | AvgPool
 SPATIAL = (Conv, DepthwiseConv, MaxPool, AvgPool)  # need an (h, w) map, not a flat vector
 
 
+BN_ARRAYS = ("gamma", "beta", "mean", "var")
+
+
+def arrays(layer) -> tuple[str, ...]:
+    """The arrays a layer holds, by role, in the order Keras' get_weights() gives them: "w" and
+    "b" (when it has a bias) for a conv or dense layer, batch norm's scale, shift and running
+    mean and variance; () for a layer without weights. Each framework's `layer_names` names
+    them its own way."""
+    if isinstance(layer, (Conv, DepthwiseConv, Dense)):
+        return ("w", "b") if getattr(layer, "bias", True) else ("w",)
+    return BN_ARRAYS if isinstance(layer, BatchNorm) else ()
+
+
 def conv_out(size: int, k: int, pad: int = 0, stride: int = 1) -> int:
     """Output height (or width) of a conv or pool window: the same formula in every framework."""
     return (size + 2 * pad - k) // stride + 1

@@ -56,6 +56,38 @@ def test_every_framework_can_be_pruned():
     assert set(prune.FRAMEWORKS) == set(TRAINED) == set(FRAMEWORKS)
 
 
+@pytest.mark.parametrize("fw", FRAMEWORKS)
+@pytest.mark.parametrize("arch", [FLAT, GAP], ids=["flatten-dwconv", "gap-bn-padded"])
+def test_each_framework_names_every_array_of_every_layer(fw, arch):
+    """`layer_names` (each backend's, beside its builder) names each learned array of the built
+    model once, in the layer that holds it: a global average pool's two torch modules and a
+    padded conv's two Keras layers must not shift the names of the layers after them."""
+    pytest.importorskip("tensorflow" if fw != "torch" else "torch")
+    from mnistopt.train import backend
+
+    mod = backend(fw)
+    if fw == "torch":
+        import torch
+
+        state = torch.random.get_rng_state()
+        names = mod.layer_names(arch)
+        assert torch.equal(state, torch.random.get_rng_state())  # shapes only, no draws
+    else:
+        names = mod.layer_names(arch)
+    weights = mod.weights(mod.build(arch))
+    flat = [n for per in names for n in per.values()]
+    assert len(flat) == len(set(flat)) and set(flat) <= set(weights)
+    assert set(weights) - set(flat) <= {k for k in weights if k.endswith("num_batches_tracked")}
+    for la, per, (c_out, _, _) in zip(arch.layers, names, arch.shapes()):
+        assert tuple(per) == A.arrays(la)
+        if "w" in per:  # the output channels sit on the last axis in NHWC frameworks, the first in torch
+            w = weights[per["w"]]
+            assert (w.shape[0] if fw == "torch" else w.shape[-1] * (w.shape[-2] if isinstance(
+                la, A.DepthwiseConv) else 1)) == c_out
+        for k in set(per) & {"b", "gamma", "beta", "mean", "var"}:
+            assert weights[per[k]].shape == (c_out,)
+
+
 def _model(fw, arch):
     """A fresh model of `arch` in `fw`, its arrays per layer (torch layout), batch-norm
     statistics moved away from their 0/1 start so that the surgery on them shows."""

@@ -68,7 +68,7 @@ def test_a_backend_missing_a_function_fails_at_lookup(monkeypatch):
     fake.LAYOUT, fake.build = "NCHW", lambda arch, seed=0: None
     monkeypatch.setitem(sys.modules, fake.__name__, fake)
     monkeypatch.setitem(T.FRAMEWORKS, "fake", T.Framework(fake.__name__, "torch", "model.pt", "numpy"))
-    with pytest.raises(TypeError, match="lacks fit, save, weights, set_weights, load, logits, device_check"):
+    with pytest.raises(TypeError, match="lacks fit, save, weights, layer_names, set_weights, load, logits, device_check"):
         backend("fake")
 
 

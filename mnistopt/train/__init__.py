@@ -84,6 +84,11 @@ class Backend(Protocol):
     def weights(self, model) -> dict[str, np.ndarray]:
         """The model's arrays by name (what weights.npz holds)."""
 
+    def layer_names(self, arch) -> list[dict[str, str]]:
+        """Per layer of `arch`, each of its arrays (`archs.arrays`: "w", "b", "gamma", ...) ->
+        its name in `weights`, which lays the arrays out the framework's way (conv HWIO in
+        NHWC frameworks, OIHW in torch)."""
+
     def set_weights(self, model, arrays: dict[str, np.ndarray]) -> None:
         """Load `arrays` (names and shapes already checked against `weights`) into `model`."""
 
@@ -107,8 +112,8 @@ def backend(framework: str) -> Backend:
     require(fw.package, fw.extra, f"the {framework} framework")
     mod = importlib.import_module(fw.module)
     if not isinstance(mod, Backend):
-        missing = [n for n in ("LAYOUT", "build", "fit", "save", "weights", "set_weights", "load",
-                               "logits", "device_check") if not hasattr(mod, n)]
+        missing = [n for n in ("LAYOUT", "build", "fit", "save", "weights", "layer_names",
+                               "set_weights", "load", "logits", "device_check") if not hasattr(mod, n)]
         raise TypeError(f"{fw.module} does not implement train.Backend: lacks {', '.join(missing)}")
     return mod
 
@@ -190,6 +195,7 @@ class Run:
     path: Path
     metrics: dict[str, Any]
     _model: Any = field(default=None, repr=False)
+    _arch: Any = field(default=None, repr=False)
 
     @property
     def framework(self) -> str:
@@ -218,10 +224,13 @@ class Run:
 
     @property
     def arch_spec(self):
-        """The `Arch` the run was trained with, rebuilt from metrics.json alone."""
-        from ..archspec import from_run_metrics
+        """The `Arch` the run was trained with, rebuilt from metrics.json alone (checked once,
+        when first asked for: `load_run` asks)."""
+        if self._arch is None:
+            from ..archspec import from_run_metrics
 
-        return from_run_metrics(self.metrics, str(self.path / "metrics.json"))
+            self._arch = from_run_metrics(self.metrics, str(self.path / "metrics.json"))
+        return self._arch
 
     def logits(self, images: np.ndarray, batch_size: int = 1000) -> np.ndarray:
         """Native logits (N, 10) float32 for uint8 images (N, 28, 28)."""

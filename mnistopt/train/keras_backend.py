@@ -46,44 +46,60 @@ class FlattenTo(keras.layers.Layer):
         return {**super().get_config(), "n": self.n}
 
 
+def _layers(spec, c_out: int, seed: int) -> list:
+    """The Keras layers of one spec layer (`c_out` channels or features out)."""
+    if isinstance(spec, A.Normalize):
+        # (x - mean) / std == x * (1/std) + (-mean/std): part of the model, so every export
+        # takes the raw image scaled to [0, 1].
+        return [keras.layers.Rescaling(1 / spec.std, offset=-spec.mean / spec.std)]
+    if isinstance(spec, (A.Conv, A.DepthwiseConv)):
+        # Explicit zero padding then a "valid" conv: the same numbers as torch's padding=p
+        # even with stride 2, where Keras' "same" would pad one side only.
+        pad = [keras.layers.ZeroPadding2D(spec.pad)] if spec.pad else []
+        if isinstance(spec, A.Conv):
+            return pad + [keras.layers.Conv2D(spec.out, spec.k, strides=spec.stride, use_bias=spec.bias)]
+        return pad + [keras.layers.DepthwiseConv2D(spec.k, strides=spec.stride, use_bias=spec.bias,
+                                                   depth_multiplier=spec.multiplier)]
+    if isinstance(spec, A.BatchNorm):
+        return [keras.layers.BatchNormalization(epsilon=spec.eps, momentum=spec.momentum)]
+    if isinstance(spec, A.ReLU):
+        return [keras.layers.ReLU()]
+    if isinstance(spec, A.MaxPool):
+        return [keras.layers.MaxPooling2D(spec.k)]
+    if isinstance(spec, A.AvgPool):
+        return [keras.layers.AveragePooling2D(spec.k)]
+    if isinstance(spec, A.GlobalAvgPool):
+        return [keras.layers.GlobalAveragePooling2D()]
+    if isinstance(spec, A.Flatten):
+        return [FlattenTo(c_out)]
+    if isinstance(spec, A.Dense):
+        return [keras.layers.Dense(spec.out)]
+    if isinstance(spec, A.Dropout):
+        return [keras.layers.Dropout(spec.rate, seed=seed)]
+    raise TypeError(f"no keras builder for {spec!r}")  # a new spec type without a builder is a bug
+
+
+def _per_layer(arch: A.Arch, seed: int = 0) -> list[list]:
+    return [_layers(spec, c_out, seed) for spec, (c_out, _, _) in zip(arch.layers, arch.shapes())]
+
+
 def build(arch: A.Arch, seed: int = 0) -> keras.Model:
     """The inference model: raw [0, 1] pixels in, 10 logits out. No augmentation inside."""
     keras.utils.set_random_seed(seed)  # seeds Python, numpy and TF: the initial weights
     layers = [keras.Input((28, 28, 1), name="images")]
-    for spec, (c_out, _, _) in zip(arch.layers, arch.shapes()):
-        if isinstance(spec, A.Normalize):
-            # (x - mean) / std == x * (1/std) + (-mean/std): part of the model, so every export
-            # takes the raw image scaled to [0, 1].
-            layers.append(keras.layers.Rescaling(1 / spec.std, offset=-spec.mean / spec.std))
-        elif isinstance(spec, (A.Conv, A.DepthwiseConv)):
-            # Explicit zero padding then a "valid" conv: the same numbers as torch's padding=p
-            # even with stride 2, where Keras' "same" would pad one side only.
-            if spec.pad:
-                layers.append(keras.layers.ZeroPadding2D(spec.pad))
-            if isinstance(spec, A.Conv):
-                layers.append(keras.layers.Conv2D(spec.out, spec.k, strides=spec.stride, use_bias=spec.bias))
-            else:
-                layers.append(keras.layers.DepthwiseConv2D(spec.k, strides=spec.stride, use_bias=spec.bias,
-                                                           depth_multiplier=spec.multiplier))
-        elif isinstance(spec, A.BatchNorm):
-            layers.append(keras.layers.BatchNormalization(epsilon=spec.eps, momentum=spec.momentum))
-        elif isinstance(spec, A.ReLU):
-            layers.append(keras.layers.ReLU())
-        elif isinstance(spec, A.MaxPool):
-            layers.append(keras.layers.MaxPooling2D(spec.k))
-        elif isinstance(spec, A.AvgPool):
-            layers.append(keras.layers.AveragePooling2D(spec.k))
-        elif isinstance(spec, A.GlobalAvgPool):
-            layers.append(keras.layers.GlobalAveragePooling2D())
-        elif isinstance(spec, A.Flatten):
-            layers.append(FlattenTo(c_out))
-        elif isinstance(spec, A.Dense):
-            layers.append(keras.layers.Dense(spec.out))
-        elif isinstance(spec, A.Dropout):
-            layers.append(keras.layers.Dropout(spec.rate, seed=seed))
-        else:  # pragma: no cover - a new spec type without a builder is a bug
-            raise TypeError(f"no keras builder for {spec!r}")
+    layers += [la for per in _per_layer(arch, seed) for la in per]
     return keras.Sequential(layers, name=arch.name)
+
+
+def layer_names(arch: A.Arch) -> list[dict[str, str]]:
+    """Per spec layer, its arrays -> their names in `weights` (layers.<the Keras layer's
+    position>.<its get_weights() index>; a padded conv is ZeroPadding2D + the conv, whose
+    arrays are the second's)."""
+    out, idx = [], 0
+    for spec, per in zip(arch.layers, _per_layer(arch)):  # unbuilt layers: no weights made
+        out.append({k: f"layers.{idx + len(per) - 1}.{j}" for j, k in enumerate(A.arrays(spec))})
+        idx += len(per)
+    return out
 
 
 

@@ -36,6 +36,7 @@ import numpy as np
 
 from .. import archs as A
 from ..errors import ConfigError
+from . import backend
 
 KEEP_RANGE = (0.05, 1.0)  # a keep fraction in (0.05, 1.0]
 
@@ -124,39 +125,9 @@ def prune_arrays(arch: A.Arch, small: A.Arch, layers: list[dict], layout: str = 
 
 
 # frameworks ----------------------------------------------------------------------------------
-# Each framework names and lays out a layer's arrays its own way; `layer_arrays` brings them to
-# the torch layout pruning works in, and `framework_state` takes them back.
-
-_BN = ("gamma", "beta", "mean", "var")
-_TORCH_NAMES = {"w": "weight", "b": "bias", "gamma": "weight", "beta": "bias",
-                "mean": "running_mean", "var": "running_var"}
-_TF_NAMES = {"w": "w", "b": "b", "gamma": "gamma", "beta": "beta", "mean": "moving_mean",
-             "var": "moving_var"}
-
-
-def _kinds(la) -> tuple[str, ...]:
-    if isinstance(la, (A.Conv, A.DepthwiseConv, A.Dense)):
-        return ("w", "b") if getattr(la, "bias", True) else ("w",)
-    return _BN if isinstance(la, A.BatchNorm) else ()
-
-
-def _names(framework: str, arch: A.Arch) -> list[dict[str, str]]:
-    """Per arch layer: each of its arrays -> the framework's name for it."""
-    out, idx = [], 0  # idx: the framework's own layer index
-    for la in arch.layers:
-        kinds = _kinds(la)
-        if framework == "torch":  # nn.Sequential; a global average pool is pool + flatten
-            out.append({k: f"{idx}.{_TORCH_NAMES[k]}" for k in kinds})
-            idx += 2 if isinstance(la, A.GlobalAvgPool) else 1
-        elif framework == "tf":  # one tf.Module per arch layer
-            out.append({k: f"layers.{idx}.{_TF_NAMES[k]}" for k in kinds})
-            idx += 1
-        else:  # keras: a padded conv is ZeroPadding2D + the conv; get_weights() order
-            idx += 1 if getattr(la, "pad", 0) and isinstance(la, (A.Conv, A.DepthwiseConv)) else 0
-            out.append({k: f"layers.{idx}.{j}" for j, k in enumerate(kinds)})
-            idx += 1
-    return out
-
+# Each framework names and lays out a layer's arrays its own way (its backend's `layer_names`);
+# `layer_arrays` brings them to the torch layout pruning works in, and `framework_state` takes
+# them back.
 
 def _to_torch(la, kind: str, v: np.ndarray, nhwc: bool) -> np.ndarray:
     if not nhwc or kind != "w":
@@ -184,7 +155,7 @@ def layer_arrays(framework: str, arch: A.Arch, state: dict[str, np.ndarray]) -> 
     """A framework's weights (its `Backend.weights`) -> one dict per arch layer, torch layout."""
     nhwc = framework != "torch"
     return [{k: _to_torch(la, k, state[n], nhwc) for k, n in names.items()}
-            for la, names in zip(arch.layers, _names(framework, arch))]
+            for la, names in zip(arch.layers, backend(framework).layer_names(arch))]
 
 
 def framework_state(framework: str, arch: A.Arch, layers: list[dict],
@@ -192,7 +163,7 @@ def framework_state(framework: str, arch: A.Arch, layers: list[dict],
     """One dict per arch layer (torch layout) -> the framework's weights for `arch` (`template`:
     a fresh model's, for the entries pruning does not touch, such as batch norm's counter)."""
     state, nhwc = dict(template), framework != "torch"
-    for la, arrs, names in zip(arch.layers, layers, _names(framework, arch)):
+    for la, arrs, names in zip(arch.layers, layers, backend(framework).layer_names(arch)):
         for k, n in names.items():
             state[n] = np.ascontiguousarray(_from_torch(la, k, arrs[k], nhwc))
     return state

@@ -186,6 +186,18 @@ def build(arch: A.Arch, seed: int = 0) -> Net:
     return Net(arch, seed)
 
 
+# What each layer Module calls its variables, by role (`archs.arrays`).
+_TF_NAMES = {"w": "w", "b": "b", "gamma": "gamma", "beta": "beta", "mean": "moving_mean",
+             "var": "moving_var"}
+
+
+def layer_names(arch: A.Arch) -> list[dict[str, str]]:
+    """Per spec layer, its arrays -> their names in `weights` (one Module per spec layer:
+    layers.<index>.<attribute>, as `_variables` names them)."""
+    return [{k: f"layers.{i}.{_TF_NAMES[k]}" for k in A.arrays(spec)}
+            for i, spec in enumerate(arch.layers)]
+
+
 # ---------------------------------------------------------------------------------------------
 # The optimizer and augmentation, in TensorFlow ops.
 

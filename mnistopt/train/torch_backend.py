@@ -39,42 +39,68 @@ class Normalize(nn.Module):
         return (x - self.mean) / self.std
 
 
-def build(arch: A.Arch, seed: int = 0) -> nn.Sequential:
-    """One torch layer per spec layer, in order. The seed fixes the initial weights."""
-    torch.manual_seed(seed)
-    layers, c = [], 1  # c: channels (or features) coming into the next layer
+def _modules(spec, c: int, c_out: int) -> list[nn.Module]:
+    """The torch modules of one spec layer (`c` channels or features in, `c_out` out)."""
+    if isinstance(spec, A.Normalize):
+        return [Normalize(spec.mean, spec.std)]
+    if isinstance(spec, A.Conv):
+        return [nn.Conv2d(c, c_out, spec.k, stride=spec.stride, padding=spec.pad, bias=spec.bias)]
+    if isinstance(spec, A.DepthwiseConv):
+        # groups=c: every input channel gets its own `multiplier` filters, none mixes channels.
+        return [nn.Conv2d(c, c_out, spec.k, stride=spec.stride, padding=spec.pad, bias=spec.bias,
+                          groups=c)]
+    if isinstance(spec, A.BatchNorm):
+        # torch's momentum is the weight of the *new* batch statistic; the spec follows Keras
+        # (weight of the old running value), hence 1 - momentum.
+        return [nn.BatchNorm2d(c, eps=spec.eps, momentum=1 - spec.momentum)]
+    if isinstance(spec, A.ReLU):
+        return [nn.ReLU()]
+    if isinstance(spec, A.MaxPool):
+        return [nn.MaxPool2d(spec.k)]
+    if isinstance(spec, A.AvgPool):
+        return [nn.AvgPool2d(spec.k)]
+    if isinstance(spec, A.GlobalAvgPool):
+        return [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
+    if isinstance(spec, A.Flatten):
+        return [nn.Flatten()]
+    if isinstance(spec, A.Dense):
+        return [nn.Linear(c, c_out)]
+    if isinstance(spec, A.Dropout):
+        return [nn.Dropout(spec.rate)]
+    raise TypeError(f"no torch builder for {spec!r}")  # a new spec type without a builder is a bug
+
+
+def _per_layer(arch: A.Arch) -> list[list[nn.Module]]:
+    c, out = 1, []  # c: channels (or features) coming into the next layer
     for spec, (c_out, _, _) in zip(arch.layers, arch.shapes()):
-        if isinstance(spec, A.Normalize):
-            layers.append(Normalize(spec.mean, spec.std))
-        elif isinstance(spec, A.Conv):
-            layers.append(nn.Conv2d(c, c_out, spec.k, stride=spec.stride, padding=spec.pad, bias=spec.bias))
-        elif isinstance(spec, A.DepthwiseConv):
-            # groups=c: every input channel gets its own `multiplier` filters, none mixes channels.
-            layers.append(nn.Conv2d(c, c_out, spec.k, stride=spec.stride, padding=spec.pad,
-                                    bias=spec.bias, groups=c))
-        elif isinstance(spec, A.BatchNorm):
-            # torch's momentum is the weight of the *new* batch statistic; the spec follows
-            # Keras (weight of the old running value), hence 1 - momentum.
-            layers.append(nn.BatchNorm2d(c, eps=spec.eps, momentum=1 - spec.momentum))
-        elif isinstance(spec, A.ReLU):
-            layers.append(nn.ReLU())
-        elif isinstance(spec, A.MaxPool):
-            layers.append(nn.MaxPool2d(spec.k))
-        elif isinstance(spec, A.AvgPool):
-            layers.append(nn.AvgPool2d(spec.k))
-        elif isinstance(spec, A.GlobalAvgPool):
-            layers.append(nn.AdaptiveAvgPool2d(1))
-            layers.append(nn.Flatten())
-        elif isinstance(spec, A.Flatten):
-            layers.append(nn.Flatten())
-        elif isinstance(spec, A.Dense):
-            layers.append(nn.Linear(c, c_out))
-        elif isinstance(spec, A.Dropout):
-            layers.append(nn.Dropout(spec.rate))
-        else:  # pragma: no cover - a new spec type without a builder is a bug
-            raise TypeError(f"no torch builder for {spec!r}")
+        out.append(_modules(spec, c, c_out))
         c = c_out
-    return nn.Sequential(*layers)
+    return out
+
+
+def build(arch: A.Arch, seed: int = 0) -> nn.Sequential:
+    """The spec's layers in order, one or more torch modules each. The seed fixes the initial
+    weights."""
+    torch.manual_seed(seed)
+    return nn.Sequential(*(m for mods in _per_layer(arch) for m in mods))
+
+
+# What torch calls each of a layer's arrays (`archs.arrays`).
+_TORCH_NAMES = {"w": "weight", "b": "bias", "gamma": "weight", "beta": "bias",
+                "mean": "running_mean", "var": "running_var"}
+
+
+def layer_names(arch: A.Arch) -> list[dict[str, str]]:
+    """Per spec layer, its arrays -> their names in `weights` (the Sequential's index of the
+    layer's first module: a global average pool takes two)."""
+    # Shapes only: no memory for the weights, and the global RNG left as it was.
+    with torch.random.fork_rng(devices=[]), torch.device("meta"):
+        per_layer = _per_layer(arch)
+    out, idx = [], 0
+    for spec, mods in zip(arch.layers, per_layer):
+        out.append({k: f"{idx}.{_TORCH_NAMES[k]}" for k in A.arrays(spec)})
+        idx += len(mods)
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
