@@ -13,8 +13,7 @@ from mnistopt.archs import get_arch
 from mnistopt.errors import ConfigError
 from mnistopt.train import TrainConfig, load_run, train
 from mnistopt.train.prune import (framework_state, keep_for_budget, kept_width, layer_arrays, narrow,
-                                  prunable,
-                                  prune_arrays)
+                                  narrow_to, prunable, prune_arrays, widths)
 
 # Every kind of layer pruning must cut through: BN after conv, a depthwise conv that follows
 # its input's channels, a flatten of a spatial map (channel-major features), hidden dense
@@ -228,6 +227,46 @@ def test_keep_for_budget_takes_the_largest_fraction_that_fits():
         keep_for_budget(edge)
 
 
+def test_narrow_to_cuts_each_layer_to_its_own_width():
+    """Per-layer widths cut where the work is: edge's second conv alone holds half its
+    multiply-adds, so halving it (and the third conv's inputs with it) is 0.67x the work."""
+    edge = get_arch("edge")
+    assert widths(edge) == [8, 16, 16, 32, 32]
+    small = narrow_to(edge, [8, 8, 16, 32, 32])
+    assert small.name == "edge_w8_8_16_32_32" and widths(small) == [8, 8, 16, 32, 32]
+    assert [la for la in small.layers if not isinstance(la, A.Conv)] == \
+        [la for la in edge.layers if not isinstance(la, A.Conv)]
+    assert small.macs == edge.macs - 576 * 8 * 72 - 100 * 8 * 144  # conv2's outputs, conv3's inputs
+    assert narrow_to(edge, [8, 8, 16, 32, 32]).layers == small.layers
+    long = narrow_to(get_arch("wide"), [9, 17, 31, 63, 63])  # "wide_w9_17_31_63_63" fits 40
+    assert long.name == "wide_w9_17_31_63_63"
+    seed = A.Arch("a_rather_long_arch_name_of_thirty", get_arch("seed").layers, "test")
+    named = narrow_to(seed, [31, 63, 127])
+    assert len(named.name) <= 40 and named.name.startswith("a_rather_long_arch_name_of_w")
+    assert named.name != narrow_to(seed, [31, 63, 126]).name
+    for bad in ([8, 8, 16, 32], [8, 8, 16, 32, 32, 10], [8, 17, 16, 32, 32], [0, 8, 16, 32, 32],
+                [8, True, 16, 32, 32], [8, 8.0, 16, 32, 32]):
+        with pytest.raises(ConfigError, match=r"edge has 5 prunable layers \(8,16,16,32,32 wide\)"):
+            narrow_to(edge, bad)
+    with pytest.raises(ConfigError, match="are edge's own widths: nothing to prune"):
+        narrow_to(edge, [8, 16, 16, 32, 32])
+
+
+def test_prune_run_with_widths_and_a_fraction(parent, tiny_mnist):
+    """--widths candidates sit beside --keep ones: the smallest that holds is written, and
+    the run records how it was cut."""
+    from mnistopt.train.prune import cut_label, prune_run
+
+    run, tried = prune_run(parent.path, [0.75], widths_to=[[8, 8, 16, 32, 32]],
+                           epochs=1, max_drop=1.0, data=tiny_mnist, progress=False)
+    assert [cut_label(t) for t in tried] == ["keep 0.75", "widths 8,8,16,32,32"]
+    assert [t["widths"] for t in tried] == [[8, 16, 16, 24, 24], [8, 8, 16, 32, 32]]
+    assert run.arch == "edge_w8_8_16_32_32" and run.path.name == "torch-edge_w8_8_16_32_32"
+    src = run.metrics["pruned_from"]
+    assert src["keep"] is None and src["widths"] == [8, 8, 16, 32, 32] and src["arch"] == "edge"
+    assert load_run(run.path).arch_spec == narrow_to(get_arch("edge"), [8, 8, 16, 32, 32])
+
+
 def test_prune_run_to_a_budget(parent, tiny_mnist):
     from mnistopt.train.prune import prune_run
 
@@ -246,6 +285,10 @@ def test_prune_run_to_a_budget(parent, tiny_mnist):
     (["--max-macs", "0"], "--max-macs is a positive whole number"),
     (["--max-params", "100"], "no pruned edge fits params 100"),
     (["--max-macs", "999999999"], "fits the budget as it is"),
+    (["--widths", "8,8,16"], "edge has 5 prunable layers (8,16,16,32,32 wide)"),
+    (["--widths", "8,x,16,32,32"], "--widths takes whole numbers separated by commas"),
+    (["--widths", "8,16,16,32,32"], "nothing to prune"),
+    (["--widths", "8,8,16,32,32", "--max-macs", "900000"], "--widths 8,8,16,32,32 does not fit the budget"),
 ])
 def test_cli_bad_arguments_exit_2_before_any_work(parent, args, message, capsys):
     from mnistopt.cli import main

@@ -102,6 +102,16 @@ def train_command(
                    f"warm-up {_secs(setup['warmup'])}{compiled}")
 
 
+def _int_list(text: str, option: str) -> list[int]:
+    from ..errors import ConfigError
+
+    try:
+        return [int(v) for v in text.split(",")]
+    except ValueError:
+        raise ConfigError(f"{option} takes whole numbers separated by commas, e.g. 8,8,16; "
+                          f"got {text!r}") from None
+
+
 def _secs(s: float) -> str:
     return f"{s:.3f} s" if s < 10 else f"{s:.1f} s"
 
@@ -112,6 +122,10 @@ def prune_command(
         help="Fraction of each layer's channels to keep, e.g. 0.5; give several to try each: "
              "the smallest that holds validation accuracy is written [default: 0.5, or the "
              "largest that fits --max-macs / --max-params]")] = None,
+    widths: Annotated[Optional[list[str]], typer.Option(
+        help="Width of each prunable layer instead of one fraction for all, e.g. 8,8,16,32,32 "
+             "for edge (its own: 8,16,16,32,32): cut where the multiply-adds are; give several "
+             "to try each")] = None,
     max_macs: Annotated[Optional[int], typer.Option(
         help="Budget: at most this many multiply-adds per image")] = None,
     max_params: Annotated[Optional[int], typer.Option(
@@ -124,24 +138,26 @@ def prune_command(
         help="Validation accuracy a candidate may lose against the run, in percentage points")] = 0.1,
     data: Annotated[Optional[Path], typer.Option(help="MNIST from this path instead of the cache")] = None,
     out: Annotated[Optional[Path], typer.Option(
-        help="Run directory to write [default: beside RUN, FRAMEWORK-ARCH_kNN]")] = None,
+        help="Run directory to write [default: beside RUN, FRAMEWORK-ARCH_kNN, or "
+             "FRAMEWORK-ARCH_wA_B_... for --widths]")] = None,
     quiet: Annotated[bool, typer.Option(help="No progress bars")] = False,
 ) -> None:
-    """Make a trained model smaller: cut the weakest channels of every layer, fine-tune, keep
-    what holds validation accuracy. Writes a new run directory (export and bench it as any)."""
+    """Make a trained model smaller: cut the weakest channels of every layer (or of the layers
+    --widths names), fine-tune, keep what holds validation accuracy. Writes a new run directory (export and bench it as any)."""
     from . import data_from_path
-    from .prune import prune_run
+    from .prune import cut_label, prune_run
 
+    widths_to = [_int_list(w, "--widths") for w in widths or []]
     dataset = data_from_path(data) if data is not None else None
-    if not keep and max_macs is None and max_params is None:
+    if not keep and not widths_to and max_macs is None and max_params is None:
         keep = [0.5]
-    pruned, tried = prune_run(run, keep or [], epochs=epochs, lr=lr, max_drop=max_drop / 100,
-                              out=out, data=dataset, progress=not quiet, max_macs=max_macs,
-                              max_params=max_params)
+    pruned, tried = prune_run(run, keep or [], widths_to=widths_to, epochs=epochs, lr=lr,
+                              max_drop=max_drop / 100, out=out, data=dataset, progress=not quiet,
+                              max_macs=max_macs, max_params=max_params)
     src = pruned.metrics["pruned_from"]
     for t in tried:
         mark = "-> " if t["chosen"] else "   "
-        typer.echo(f"{mark}keep {t['keep']:g}: {t['arch']}, {t['macs']:,} MACs, {t['params']:,} "
+        typer.echo(f"{mark}{cut_label(t)}: {t['arch']}, {t['macs']:,} MACs, {t['params']:,} "
                    f"params, validation {t['val_accuracy']:.2%}")
     m = pruned.metrics
     typer.echo(f"{src['parent_arch']}: {src['parent_macs']:,} MACs, validation {src['val_accuracy']:.2%}"

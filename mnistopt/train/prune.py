@@ -14,7 +14,12 @@ whatever its own norm). The classifier's 10 outputs are never pruned.
 How the pieces fit (each step below is a function):
 1. `narrow(arch, keep)`: the same layers with `keep` of each prunable layer's width, rounded
    up to a multiple of 8 (4 for layers under 16 wide) because SIMD kernels process channels
-   in groups of 4 or 8 and a ragged remainder costs nearly a whole group;
+   in groups of 4 or 8 and a ragged remainder costs nearly a whole group; or `narrow_to(arch,
+   widths)`: each prunable layer cut to a width of its own. A uniform cut takes as much from
+   the layers where a network's accuracy lives as from those where its time goes: `edge`
+   spends half its multiply-adds in its second conv (8 -> 16 channels at 24x24), and halving
+   that layer alone (8,8,16,32,32: 0.67x the work) held validation accuracy where halving
+   every layer lost 0.26 pp;
 2. `prune_arrays(arch, small, layers)`: pick the channels, slice every array that sees them
    (the layer's own outputs, the next layer's inputs, batch-norm statistics, a flatten's
    channel-major features);
@@ -69,6 +74,33 @@ def narrow(arch: A.Arch, keep: float, name: str | None = None) -> A.Arch:
     summary = (f"{arch.name} pruned to {keep:.0%} of each layer's channels (L1 filter norms), "
                "fine-tuned")
     return A.Arch(name, layers, summary)
+
+
+def widths(arch: A.Arch) -> list[int]:
+    """The prunable layers' widths, in order (what `narrow_to` takes)."""
+    return [arch.layers[i].out for i in prunable(arch)]
+
+
+def narrow_to(arch: A.Arch, new: list[int], name: str | None = None) -> A.Arch:
+    """`arch` with its prunable layers cut to `new` widths, one per layer in order, each from
+    1 to the layer's own."""
+    import hashlib
+
+    have = widths(arch)
+    shown = ",".join(map(str, new))
+    if len(new) != len(have) or not all(
+            isinstance(w, int) and not isinstance(w, bool) and 1 <= w <= h for w, h in zip(new, have)):
+        raise ConfigError(f"--widths {shown}: {arch.name} has {len(have)} prunable layers "
+                          f"({','.join(map(str, have))} wide); give one width each, from 1 to "
+                          "the layer's own")
+    if list(new) == have:
+        raise ConfigError(f"--widths {shown} are {arch.name}'s own widths: nothing to prune")
+    cut = dict(zip(prunable(arch), new))
+    layers = tuple(replace(la, out=cut[i]) if i in cut else la for i, la in enumerate(arch.layers))
+    name = name or f"{arch.name}_w{'_'.join(map(str, new))}"
+    if len(name) > 40:  # a file-name part (archspec.NAME_RE): a digest keeps it unique
+        name = f"{arch.name[:26]}_w{hashlib.sha256(shown.encode()).hexdigest()[:10]}"
+    return A.Arch(name, layers, f"{arch.name} pruned to widths {shown} (L1 filter norms), fine-tuned")
 
 
 def _importance(w: np.ndarray, bn: dict | None) -> np.ndarray:
@@ -212,6 +244,13 @@ def keep_for_budget(arch: A.Arch, max_macs: int | None = None,
 
 # the whole job ---------------------------------------------------------------------------------
 
+def cut_label(candidate: dict) -> str:
+    """How a candidate (an entry of `prune_run`'s list) was cut: "keep 0.5" or "widths 8,8,16"."""
+    keep = candidate.get("keep")
+    return f"keep {keep:g}" if keep is not None else \
+        f"widths {','.join(map(str, candidate.get('widths') or []))}"
+
+
 def base_arch(metrics: dict) -> str | None:
     """The arch a pruned run was cut from (its recorded `pruned_from.arch`), else None. Read
     from an untrusted metrics.json: anything but an arch-like name is ignored."""
@@ -222,17 +261,19 @@ def base_arch(metrics: dict) -> str | None:
     return name if isinstance(name, str) and NAME_RE.match(name) else None
 
 
-def prune_run(run_dir, keeps: list[float], *, epochs: int | None = None, lr: float | None = None,
+def prune_run(run_dir, keeps: list[float], *, widths_to: list[list[int]] | None = None,
+              epochs: int | None = None, lr: float | None = None,
               max_drop: float = 0.001, out=None, data=None, progress: bool = True,
               max_macs: int | None = None, max_params: int | None = None):
-    """Prune the run `run_dir` to each fraction in `keeps`, fine-tune each on the training split,
-    and write the smallest one whose validation accuracy is within `max_drop` (a fraction:
-    0.001 = 0.1 pp) of the parent's as a new run directory. Returns (the run, a list of
-    {keep, arch, macs, params, val_accuracy, chosen} for every candidate).
+    """Prune the run `run_dir` to each fraction in `keeps` and each width list in `widths_to`
+    (`narrow_to`), fine-tune each on the training split, and write the smallest one whose
+    validation accuracy is within `max_drop` (a fraction: 0.001 = 0.1 pp) of the parent's as a
+    new run directory. Returns (the run, a list of {keep (None for a width list), widths,
+    arch, macs, params, val_accuracy, chosen} for every candidate).
 
     A budget (`max_macs`, `max_params`: a device's time or flash) adds the largest fraction
-    that fits it (`keep_for_budget`) when `keeps` is empty, and refuses any given fraction
-    that does not fit, before any training.
+    that fits it (`keep_for_budget`) when neither `keeps` nor `widths_to` is given, and refuses
+    any given candidate that does not fit, before any training.
 
     Fine-tuning reuses the parent's recipe (batch size, augmentation, label smoothing, ...)
     with `epochs` (default: as many as the parent trained; accuracy comes back with time:
@@ -243,7 +284,7 @@ def prune_run(run_dir, keeps: list[float], *, epochs: int | None = None, lr: flo
     from dataclasses import asdict
     from pathlib import Path
 
-    from . import TrainConfig, backend, check_run_dir, fit, load_run, test_accuracy, write_run
+    from . import TrainConfig, check_run_dir, fit, load_run, test_accuracy, write_run
 
     run = load_run(run_dir)
     if run.framework not in FRAMEWORKS:
@@ -257,16 +298,19 @@ def prune_run(run_dir, keeps: list[float], *, epochs: int | None = None, lr: flo
         raise ConfigError(f"--max-drop is in percentage points, in [0, 100], got {max_drop * 100}")
     arch = run.arch_spec
     budget = max_macs is not None or max_params is not None
-    if not keeps:
+    widths_to = list(widths_to or [])
+    if not keeps and not widths_to:
         if not budget:
-            raise ConfigError("give at least one --keep fraction, or a budget (--max-macs, --max-params)")
+            raise ConfigError("give at least one --keep fraction or --widths, or a budget "
+                              "(--max-macs, --max-params)")
         keeps = [keep_for_budget(arch, max_macs, max_params)]
-    smalls = {}  # two fractions that round to the same widths are one candidate
-    for k in keeps:  # a bad --keep fails here, before any work
-        small = narrow(arch, k)
+    smalls = {}  # two candidates that come to the same widths are one
+    # A bad --keep or --widths fails here, before any work.
+    for k, small in [(k, narrow(arch, k)) for k in keeps] + [(None, narrow_to(arch, w)) for w in widths_to]:
         if over := over_budget(small, max_macs, max_params):
-            raise ConfigError(f"--keep {k:g} does not fit the budget ({'; '.join(over)}); leave "
-                              "--keep out to take the largest that fits")
+            what = f"--keep {k:g}" if k is not None else f"--widths {','.join(map(str, widths(small)))}"
+            raise ConfigError(f"{what} does not fit the budget ({'; '.join(over)}); leave "
+                              "--keep and --widths out to take the largest fraction that fits")
         smalls.setdefault(small.layers, (k, small))
     smalls = list(smalls.values())
     outs = {s.name: check_run_dir(Path(out) if out else
@@ -293,20 +337,21 @@ def prune_run(run_dir, keeps: list[float], *, epochs: int | None = None, lr: flo
         init = framework_state(fw, small, prune_arrays(arch, small, layers, mod.LAYOUT),
                                mod.weights(mod.build(small)))
         if progress:
-            print(f"{small.name}: keep {keep:g}, {small.macs:,} multiply-adds "
+            print(f"{small.name}: {cut_label({'keep': keep, 'widths': widths(small)})}, {small.macs:,} multiply-adds "
                   f"({arch.macs / small.macs:.1f}x fewer), fine-tuning", file=sys.stderr)
         # The test set is not looked at for a candidate: only the model written is scored.
         model, result = fit(cfg, data, arch=small, init=init, progress=progress, score_test=False)
         held = result["val_accuracy"] >= parent_val - max_drop - 1e-12
-        tried.append({"keep": keep, "arch": small.name, "macs": small.macs,
-                      "params": small.params, "val_accuracy": result["val_accuracy"]})
+        tried.append({"keep": keep, "widths": widths(small), "arch": small.name,
+                      "macs": small.macs, "params": small.params,
+                      "val_accuracy": result["val_accuracy"]})
         if held and (best is None or small.macs < best[0].macs):
             best = (small, cfg, model, result, keep)
     if best is None:
-        shown = ", ".join(f"keep {t['keep']:g}: {t['val_accuracy']:.2%}" for t in tried)
+        shown = ", ".join(f"{cut_label(t)}: {t['val_accuracy']:.2%}" for t in tried)
         raise ConfigError(f"no pruned model held validation accuracy within "
                           f"{max_drop * 100:.2f} pp of {parent_val:.2%} ({shown}); try a larger "
-                          "--keep or more --epochs")
+                          "--keep, wider --widths or more --epochs")
     small, cfg, model, result, keep = best
     result["test_accuracy"] = test_accuracy(mod, model, data)
     for t in tried:
@@ -316,6 +361,6 @@ def prune_run(run_dir, keeps: list[float], *, epochs: int | None = None, lr: flo
         "parent_arch": run.arch, "parent_macs": arch.macs,
         "native_sha256": run.metrics.get("native_sha256"),
         "val_accuracy": parent_val, "test_accuracy": run.metrics.get("test_accuracy"),
-        "keep": keep, "max_drop": max_drop, "method": "L1 filter norm x BN scale, structured",
+        "keep": keep, "widths": widths(small), "max_drop": max_drop, "method": "L1 filter norm x BN scale, structured",
         "candidates": tried, "parent_config": asdict(base)}}
     return write_run(outs[small.name], cfg, small, model, result, extra), tried
