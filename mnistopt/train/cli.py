@@ -143,7 +143,8 @@ def prune_command(
     quiet: Annotated[bool, typer.Option(help="No progress bars")] = False,
 ) -> None:
     """Make a trained model smaller: cut the weakest channels of every layer (or of the layers
-    --widths names), fine-tune, keep what holds validation accuracy. Writes a new run directory (export and bench it as any)."""
+    --widths names), fine-tune, keep what holds validation accuracy. Writes a new run directory
+    (export and bench it as any)."""
     from . import data_from_path
     from .prune import cut_label, prune_run
 

@@ -33,6 +33,7 @@ framework's feature order (NCHW channel-major, NHWC channel-minor).
 
 from __future__ import annotations
 
+import hashlib
 import math
 import sys
 from dataclasses import replace
@@ -84,8 +85,6 @@ def widths(arch: A.Arch) -> list[int]:
 def narrow_to(arch: A.Arch, new: list[int], name: str | None = None) -> A.Arch:
     """`arch` with its prunable layers cut to `new` widths, one per layer in order, each from
     1 to the layer's own."""
-    import hashlib
-
     have = widths(arch)
     shown = ",".join(map(str, new))
     if len(new) != len(have) or not all(
@@ -306,11 +305,12 @@ def prune_run(run_dir, keeps: list[float], *, widths_to: list[list[int]] | None 
         keeps = [keep_for_budget(arch, max_macs, max_params)]
     smalls = {}  # two candidates that come to the same widths are one
     # A bad --keep or --widths fails here, before any work.
-    for k, small in [(k, narrow(arch, k)) for k in keeps] + [(None, narrow_to(arch, w)) for w in widths_to]:
+    for k, small in ([(k, narrow(arch, k)) for k in keeps]
+                     + [(None, narrow_to(arch, w)) for w in widths_to]):
         if over := over_budget(small, max_macs, max_params):
-            what = f"--keep {k:g}" if k is not None else f"--widths {','.join(map(str, widths(small)))}"
-            raise ConfigError(f"{what} does not fit the budget ({'; '.join(over)}); leave "
-                              "--keep and --widths out to take the largest fraction that fits")
+            raise ConfigError(f"--{cut_label({'keep': k, 'widths': widths(small)})} does not fit "
+                              f"the budget ({'; '.join(over)}); leave --keep and --widths out to "
+                              "take the largest fraction that fits")
         smalls.setdefault(small.layers, (k, small))
     smalls = list(smalls.values())
     outs = {s.name: check_run_dir(Path(out) if out else
@@ -336,23 +336,23 @@ def prune_run(run_dir, keeps: list[float], *, widths_to: list[list[int]] | None 
         cfg = replace(base, arch=small.name, epochs=epochs or base.epochs, lr=lr or base.lr)
         init = framework_state(fw, small, prune_arrays(arch, small, layers, mod.LAYOUT),
                                mod.weights(mod.build(small)))
+        cand = {"keep": keep, "widths": widths(small), "arch": small.name, "macs": small.macs,
+                "params": small.params}
         if progress:
-            print(f"{small.name}: {cut_label({'keep': keep, 'widths': widths(small)})}, {small.macs:,} multiply-adds "
+            print(f"{small.name}: {cut_label(cand)}, {small.macs:,} multiply-adds "
                   f"({arch.macs / small.macs:.1f}x fewer), fine-tuning", file=sys.stderr)
         # The test set is not looked at for a candidate: only the model written is scored.
         model, result = fit(cfg, data, arch=small, init=init, progress=progress, score_test=False)
         held = result["val_accuracy"] >= parent_val - max_drop - 1e-12
-        tried.append({"keep": keep, "widths": widths(small), "arch": small.name,
-                      "macs": small.macs, "params": small.params,
-                      "val_accuracy": result["val_accuracy"]})
+        tried.append({**cand, "val_accuracy": result["val_accuracy"]})
         if held and (best is None or small.macs < best[0].macs):
-            best = (small, cfg, model, result, keep)
+            best = (small, cfg, model, result, cand)
     if best is None:
         shown = ", ".join(f"{cut_label(t)}: {t['val_accuracy']:.2%}" for t in tried)
         raise ConfigError(f"no pruned model held validation accuracy within "
                           f"{max_drop * 100:.2f} pp of {parent_val:.2%} ({shown}); try a larger "
                           "--keep, wider --widths or more --epochs")
-    small, cfg, model, result, keep = best
+    small, cfg, model, result, cand = best
     result["test_accuracy"] = test_accuracy(mod, model, data)
     for t in tried:
         t["chosen"] = t["arch"] == small.name
@@ -361,6 +361,7 @@ def prune_run(run_dir, keeps: list[float], *, widths_to: list[list[int]] | None 
         "parent_arch": run.arch, "parent_macs": arch.macs,
         "native_sha256": run.metrics.get("native_sha256"),
         "val_accuracy": parent_val, "test_accuracy": run.metrics.get("test_accuracy"),
-        "keep": keep, "widths": widths(small), "max_drop": max_drop, "method": "L1 filter norm x BN scale, structured",
+        "keep": cand["keep"], "widths": cand["widths"], "max_drop": max_drop,
+        "method": "L1 filter norm x BN scale, structured",
         "candidates": tried, "parent_config": asdict(base)}}
     return write_run(outs[small.name], cfg, small, model, result, extra), tried
