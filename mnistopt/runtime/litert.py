@@ -4,6 +4,10 @@ An interpreter owns one set of tensors, so concurrent calls are serialized by a 
 is resized (and tensors reallocated) only when the batch size changes. Automatic threads: all
 physical cores from 16 images on; below, one thread or all cores, whichever the thread trial
 (`backends.ThreadTrial`) timed faster on the model's first calls.
+
+On a CPU with AMX the process is refused AMX before XNNPACK starts (`amx.py`: its AMX int8
+kernels are 3-4x slower than its AVX-512 VNNI ones on these nets); `options={"amx": "on"}`
+leaves the process alone.
 """
 
 from __future__ import annotations
@@ -14,7 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ModelLoadError, require
+from ..errors import ConfigError, ModelLoadError, require
+from . import amx
 from .backends import Backend, TensorInfo, first_line
 from .flatbuf import tflite_metadata
 
@@ -27,6 +32,10 @@ class LiteRTBackend(Backend):
     resolver: str | None = None  # an OpResolverType name; None = LiteRT's default
 
     auto_threads = True
+    options = frozenset({"amx"})
+    AMX = ("auto", "on")
+    # XNNPACK reads the AMX permission once, when its first delegate starts: what it got.
+    _xnnpack_amx: str | None = None
     # Calls of 16 images or more on all cores; smaller ones on one thread or all cores, as the
     # thread trial finds faster (backends.PARALLEL_BATCH), each count with its own interpreter.
 
@@ -34,13 +43,22 @@ class LiteRTBackend(Backend):
                  options: dict | None = None):
         super().__init__(path, threads=threads, device=device)
         self.cpu_only()
+        self.amx = (options or {}).get("amx", "auto")
+        if self.amx not in self.AMX:
+            raise ConfigError(f"litert amx must be one of {', '.join(self.AMX)}, got {self.amx!r}")
         self._litert = require("ai_edge_litert.interpreter", self.extra, "running TFLite models")
+        if self.resolver is None and LiteRTBackend._xnnpack_amx is None:
+            if self.amx == "auto":
+                amx.deny_xtiledata()
+            LiteRTBackend._xnnpack_amx = amx.state()
         self.interp = self._open(self.threads)  # all cores; the one `delegation()` reads
         ins, outs = self.interp.get_input_details(), self.interp.get_output_details()
         self.single_input(len(ins))
         self.input, self.output = self._info(ins[0]), self._info(outs[0])
         self.custom_metadata = tflite_metadata(path)
-        self.providers = [self.label]
+        xa = LiteRTBackend._xnnpack_amx if self.resolver is None else "none"
+        self.providers = [self.label + ("" if xa in (None, "none") else
+                                        f" (AMX {'off' if xa == 'denied' else 'on'})")]
         self._in_idx, self._out_idx = ins[0]["index"], outs[0]["index"]
         self._in_shape = [int(d) for d in ins[0]["shape"]]
         self._file_batch = self._in_shape[0] if self._in_shape else None
