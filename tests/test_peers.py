@@ -255,7 +255,7 @@ def test_openvino_says_what_onnxruntime_says_on_the_same_file(models, tmp_path):
 def test_openvino_streams_large_calls_and_keeps_what_its_trial_timed_faster(models):  # noqa: F811
     from mnistopt.parity import FP32, compare
     from mnistopt.runtime import load
-    from mnistopt.runtime.backends import PARALLEL_BATCH, TRIAL_CALLS, TRIAL_WARM
+    from mnistopt.runtime.backends import PARALLEL_BATCH, TRIAL_CALLS, TRIAL_ROUNDS, TRIAL_WARM
 
     ref = load(models["onnx"], threads=1)
     clf = load(models["onnx"], backend="openvino", threads=2)
@@ -264,11 +264,12 @@ def test_openvino_streams_large_calls_and_keeps_what_its_trial_timed_faster(mode
     # below PARALLEL_BATCH, or a batch that does not split evenly: one request, no trial
     assert not b._streamable(PARALLEL_BATCH - 2) and not b._streamable(PARALLEL_BATCH + 1)
     expect = ref.logits(x)
-    for _ in range(2 * (TRIAL_WARM + TRIAL_CALLS)):
+    for _ in range(2 * TRIAL_ROUNDS * (TRIAL_WARM + TRIAL_CALLS)):
+        assert b.deciding(64) == (b.stream_trial.choice is None)
         assert compare(expect, clf.logits(x), tolerance=FP32)["passed"]
-    assert b.stream_trial.choice in (1, 2)
+    assert b.stream_trial.choice in (1, 2) and not b.deciding(64)
     assert {k: len(v) for k, v in b.stream_trial.times.items()} == {
-        1: TRIAL_WARM + TRIAL_CALLS, 2: TRIAL_WARM + TRIAL_CALLS}
+        1: TRIAL_ROUNDS * TRIAL_CALLS, 2: TRIAL_ROUNDS * TRIAL_CALLS}
     assert list(b._streamed) == [32] and len(b._streamed[32]) == 2  # two requests of 32 images
     assert b.streams_for(64) == b.stream_trial.choice and b.streams_for(63) == 1
     # the streamed path on its own says what the one-request path says
@@ -351,6 +352,10 @@ def test_every_installed_peer_builds_benches_and_is_cached(trained_run):
         # barely trained net (~30 % accurate, near-ties everywhere) that moved its accuracy by
         # 3.7 pp on a Zen 3.
         lose = 0.0005 if r["quant"] == "fp32" else 0.03
+        # OpenVINO's defaults compute in bfloat16 where the CPU has AVX512-BF16 or AMX (8 bits
+        # of mantissa): 0.22 pp on this near-tie net on a Xeon with AMX.
+        if name == "openvino-fp32" and {"avx512_bf16", "amx_bf16"} & cpu_info().flags:
+            lose = 0.01
         if name == "tutorial-int8" and not cpu_info().vnni and cpu_info().is_x86:
             lose = 0.06
         assert abs(r["accuracy"] - native) <= lose, name

@@ -89,7 +89,7 @@ def test_automatic_threads_per_runtime(models):  # noqa: F811
     """Both runtimes: all cores from 16 images on; below, one thread until the thread trial has
     timed both counts on the model's own calls, then the faster; threads asked for are kept."""
     from mnistopt.hw import physical_cores
-    from mnistopt.runtime.backends import TRIAL_CALLS, TRIAL_WARM
+    from mnistopt.runtime.backends import TRIAL_CALLS, TRIAL_ROUNDS, TRIAL_WARM
 
     n = physical_cores()
     for fmt in ("onnx", "tflite"):
@@ -97,40 +97,46 @@ def test_automatic_threads_per_runtime(models):  # noqa: F811
         b = clf.backend
         assert (b.threads_for(1), b.threads_for(15), b.threads_for(16)) == (1, 1, n)
         ref = load(models[fmt], threads=1).predict_proba(REF_IMAGES[:1])
-        for _ in range(2 * (TRIAL_CALLS + TRIAL_WARM)):
+        for _ in range(2 * TRIAL_ROUNDS * (TRIAL_CALLS + TRIAL_WARM)):
+            assert b.deciding(1) == (n > 1 and b.trial.choice is None)
             np.testing.assert_allclose(clf.predict_proba(REF_IMAGES[:1]), ref, atol=1e-5)
         assert b.trial.choice in (1, n) and b.threads_for(1) == b.trial.choice
-        if n > 1:  # both counts were timed, each past its discarded first calls
-            assert all(len(t) == TRIAL_CALLS + TRIAL_WARM for t in b.trial.times.values())
+        assert not b.deciding(1) and not b.deciding(256)
+        if n > 1:  # both counts were timed in each round, past each block's discarded calls
+            assert all(len(t) == TRIAL_ROUNDS * TRIAL_CALLS for t in b.trial.times.values())
         assert b.threads_for(256) == n
         asked = load(models[fmt], threads=1).backend
         assert asked.threads_for(1) == asked.threads_for(256) == 1 and asked.trial.choice == 1
 
 
 def test_thread_trial_keeps_the_faster_count():
-    from mnistopt.runtime.backends import TRIAL_CALLS, TRIAL_WARM, ThreadTrial
+    from mnistopt.runtime.backends import TRIAL_CALLS, TRIAL_ROUNDS, TRIAL_WARM, ThreadTrial
 
     per = TRIAL_CALLS + TRIAL_WARM
+    assert TRIAL_ROUNDS == 2
     for fast in (1, 2):
         trial = ThreadTrial((1, 2))
         seen = []
         while trial.choice is None:
             t = trial.next()
             seen.append(t)
-            # each count's first calls are slow (allocation, cold caches) and not counted
-            cold = seen.count(t) <= TRIAL_WARM
+            # each block's first calls are slow (allocation, cold caches) and not counted
+            cold = (len(seen) - 1) % per < TRIAL_WARM
             trial.record(t, 1.0 if cold else (10e-6 if t == fast else 12e-6))
         assert trial.choice == fast and trial.current() == fast
-        assert seen == [1] * per + [2] * per  # one count after the other
+        assert seen == [1] * per + [2] * per + [2] * per + [1] * per  # blocks, 1 2 2 1
         assert trial.next() == fast  # decided: it stays
         trial.record(3 - fast, 0.0)
         assert trial.choice == fast
-    # one slow outlier among the timed calls does not decide it: the median does
+    # a burst of load on one block does not decide it: the other round of that count does not
+    # share it, and the median of both rounds' calls stays with the faster count
     trial = ThreadTrial((1, 2))
-    for i in range(2 * per):
+    i = 0
+    while trial.choice is None:
         t = trial.next()
-        outlier = t == 1 and i == TRIAL_WARM
-        trial.record(t, 1e-3 if outlier else (10e-6 if t == 1 else 12e-6))
+        burst = t == 1 and i < per  # the whole first block of one thread: 3x slower
+        trial.record(t, (30e-6 if burst else 10e-6) if t == 1 else 12e-6)
+        i += 1
     assert trial.choice == 1
     # more threads must be clearly faster: 5 % is within the noise, the first count stays
     for more, want in ((9.5e-6, 1), (8.5e-6, 2)):

@@ -45,8 +45,12 @@ DEFAULT_BACKEND = {"onnx": "onnxruntime", "tflite": "litert", "ir": "openvino-ir
 # 0.55-0.95x. So small calls go through a `ThreadTrial`: one thread and all cores, timed on
 # the model's own first calls, and the faster one kept.
 PARALLEL_BATCH = 16
-TRIAL_CALLS = 7  # timed calls per candidate, after TRIAL_WARM discarded (allocation, caches)
-TRIAL_WARM = 3  # with two candidates, 20 small calls in all: the bench's warm-up
+TRIAL_CALLS = 7  # timed calls per block, after TRIAL_WARM discarded (allocation, caches)
+TRIAL_WARM = 3
+# Two rounds (1, 2, 2, 1): with two candidates, 40 small calls in all. One round (1, 2) let a
+# burst of host load or the process's cold first calls land on one count: on a 2-core Xeon
+# LiteRT's edge int8 file chose two threads in a bench (32.1 µs) and runs 20.5 µs on one.
+TRIAL_ROUNDS = 2
 # A later candidate (more threads, more streams) must be this much faster than the first to
 # be chosen: seven calls' median moves by more than 10 % on a shared VM, and the first is the
 # cheaper choice (one core left to the rest of the machine). On a 2-core Zen 3, LeNet-5 int8
@@ -56,33 +60,44 @@ TRIAL_MARGIN = 0.10
 
 class ThreadTrial:
     """The thread count for calls of fewer than `parallel_batch` images. Until it has decided,
-    `next()` gives each candidate TRIAL_WARM + TRIAL_CALLS calls in turn, one candidate after
-    the other (not interleaved: an onnxruntime pool that has just run spins for a while and
-    would steal the core of a one-thread call made right after it), and `record()` takes each
-    call's seconds per image; then the candidate with the lowest median is `choice` (a later
-    one only if TRIAL_MARGIN faster than the first), and stays."""
+    `next()` gives each candidate a block of TRIAL_WARM + TRIAL_CALLS calls, one candidate
+    after the other (not interleaved call by call: an onnxruntime pool that has just run spins
+    for a while and would steal the core of a one-thread call made right after it), in
+    TRIAL_ROUNDS rounds, the second in reverse order (1, 2, 2, 1): a burst of load on the host,
+    or the process's own cold first calls, then falls on both candidates. `record()` takes each
+    call's seconds per image; the first TRIAL_WARM calls of a block are not counted. A
+    candidate's time is the lower of its blocks' medians (a burst of load spans a block, not
+    two); the fastest is `choice` (a later one only if TRIAL_MARGIN faster than the first),
+    and stays."""
 
-    __slots__ = ("candidates", "times", "choice", "_calls")
+    __slots__ = ("candidates", "order", "times", "choice", "_calls", "_warm")
 
     def __init__(self, candidates):
         self.candidates = tuple(dict.fromkeys(candidates))  # in order, without repeats
+        self.order = (self.candidates + self.candidates[::-1]) * (TRIAL_ROUNDS // 2) + \
+            self.candidates * (TRIAL_ROUNDS % 2)
         self.times = {c: [] for c in self.candidates}
         self.choice = self.candidates[0] if len(self.candidates) == 1 else None
         self._calls = 0
+        self._warm = False  # whether the call `next()` last gave is one of its block's first
 
     def next(self) -> int:
         if self.choice is not None:
             return self.choice
         self._calls += 1
-        i = min((self._calls - 1) // (TRIAL_WARM + TRIAL_CALLS), len(self.candidates) - 1)
-        return self.candidates[i]
+        per = TRIAL_WARM + TRIAL_CALLS
+        block, pos = divmod(self._calls - 1, per)
+        self._warm = pos < TRIAL_WARM
+        return self.order[min(block, len(self.order) - 1)]
 
     def record(self, threads: int, seconds_per_image: float) -> None:
-        if self.choice is not None or threads not in self.times:
+        if self.choice is not None or threads not in self.times or self._warm:
             return
         self.times[threads].append(seconds_per_image)
-        if all(len(t) >= TRIAL_WARM + TRIAL_CALLS for t in self.times.values()):
-            med = {c: float(np.median(self.times[c][TRIAL_WARM:])) for c in self.candidates}
+        if all(len(t) >= TRIAL_ROUNDS * TRIAL_CALLS for t in self.times.values()):
+            med = {c: min(float(np.median(t[i:i + TRIAL_CALLS]))
+                          for i in range(0, len(t), TRIAL_CALLS))
+                   for c, t in self.times.items()}
             first, best = self.candidates[0], min(self.candidates, key=med.get)
             self.choice = best if med[best] < (1 - TRIAL_MARGIN) * med[first] else first
 
@@ -134,6 +149,11 @@ class Backend(ABC):
         self.auto = threads is None  # only ever None for an `auto_threads` backend
         self.threads = threads or physical_cores()  # the most any call uses
         self.trial = ThreadTrial((1, self.threads) if self.auto else (self.threads,))
+
+    def deciding(self, batch: int) -> bool:
+        """Whether a call of `batch` images would still be one of a trial's (timed both ways,
+        not yet run the way that will stay): a benchmark calls until it is not."""
+        return self.auto and batch < self.parallel_batch and self.trial.choice is None
 
     def threads_for(self, batch: int) -> int:
         """Intra-op threads a call of `batch` images runs on (for a small call before the

@@ -188,6 +188,10 @@ class OpenVINOBackend(Backend):
             req.wait()
         return np.concatenate([req.get_output_tensor(0).data for req in reqs])
 
+    def deciding(self, batch: int) -> bool:
+        return super().deciding(batch) or (self._streamable(batch) and
+                                           self.stream_trial.choice is None)
+
     def run(self, x: np.ndarray) -> np.ndarray:
         with self._lock:
             n = x.shape[0]

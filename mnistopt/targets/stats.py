@@ -42,6 +42,17 @@ def summarize(samples_ns, batch: int) -> dict:
     }
 
 
+def settle(session, prepared, limit: int = 200) -> None:
+    """Call `session.run(prepared)` until the runtime's own trials for this call size (thread
+    count, OpenVINO's streams) have decided, so that every timed call runs the way that stays.
+    Sessions without trials (native models) are left as they are."""
+    deciding = getattr(session, "deciding", None)
+    for _ in range(limit if deciding else 0):
+        if not deciding(len(prepared)):
+            return
+        session.run(prepared)
+
+
 def time_calls(fn: Callable[[], object], *, warmup: int = 10, iters: int = 200,
                budget_s: float | None = 3.0, min_iters: int = 5) -> list[int]:
     """Call `fn()` `warmup` times (discarded), then time up to `iters` calls with perf_counter_ns.

@@ -26,7 +26,7 @@ import numpy as np
 from ..errors import ModelLoadError
 from ..fsutil import write_json
 from .env import environment
-from .stats import accuracy, parse_batch_sizes, summarize, time_calls
+from .stats import accuracy, parse_batch_sizes, settle, summarize, time_calls
 
 SCHEMA = "mnistopt.bench.worker/1"
 FORMATS = {".onnx": "onnx", ".tflite": "tflite", ".xml": "ir"}
@@ -62,6 +62,10 @@ class Artifact:
         """Threads a call of `batch` images runs on (the runtime's choice unless set)."""
         return self.clf.backend.threads_for(batch)
 
+    def deciding(self, batch: int) -> bool:
+        """Whether the runtime is still timing its choices for calls of `batch` images."""
+        return self.clf.backend.deciding(batch)
+
     def streams_for(self, batch: int) -> int:
         """Requests a call of `batch` images runs as at once (OpenVINO's streams; else 1)."""
         fn = getattr(self.clf.backend, "streams_for", None)
@@ -89,6 +93,7 @@ def bench_artifact(art: Artifact, x: np.ndarray, y: np.ndarray, batch_sizes, *, 
         # Tile the test set when a batch is larger than it (tiny test sets in tests).
         xb = x[:b] if len(x) >= b else np.resize(x, (b,) + x.shape[1:])
         prepared = art.prepare(xb)
+        settle(art, prepared)
         latency[str(b)] = summarize(
             time_calls(lambda: art.run(prepared), warmup=warmup, iters=iters, budget_s=budget_s), b)
         latency[str(b)]["threads"] = art.threads_for(b)
