@@ -17,7 +17,7 @@ from conftest import with_twins
 
 from mnistopt.bench import report as R
 from mnistopt.errors import ConfigError
-from mnistopt.targets.stats import accuracy, parse_batch_sizes, summarize, time_calls
+from mnistopt.targets.stats import accuracy, parse_batch_sizes, settle, summarize, time_calls
 
 
 def linear_onnx(path: Path, mnist, n: int = 3000) -> Path:
@@ -71,6 +71,32 @@ def test_time_calls_discards_warmup_and_respects_budget():
 
     slow = time_calls(lambda: time.sleep(0.01), warmup=0, iters=1000, budget_s=0.05, min_iters=3)
     assert 3 <= len(slow) < 20
+
+
+def test_settle_calls_until_the_runtime_has_decided():
+    class Session:  # a runtime still timing its thread counts for 5 more calls of 1 image
+        def __init__(self, left):
+            self.left, self.sizes = left, []
+
+        def deciding(self, batch):
+            return batch < 16 and self.left > 0
+
+        def run(self, x):
+            self.sizes.append(len(x))
+            self.left -= 1
+
+    s = Session(5)
+    settle(s, np.zeros((1, 28, 28)))
+    assert s.sizes == [1] * 5 and not s.deciding(1)
+    settle(s, np.zeros((1, 28, 28)))
+    assert len(s.sizes) == 5  # decided: nothing more
+    big = Session(5)
+    settle(big, np.zeros((256, 28, 28)))
+    assert big.sizes == []  # not a size the trial times
+    stuck = Session(10**9)
+    settle(stuck, np.zeros((1, 28, 28)), limit=30)
+    assert len(stuck.sizes) == 30  # bounded
+    settle(object(), np.zeros((1, 28, 28)))  # a native model's session: no trials, no calls
 
 
 def test_accuracy_and_batch_sizes():
