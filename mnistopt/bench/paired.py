@@ -46,7 +46,7 @@ BIG_ROUND_S = 0.25
 BIG_BATCH = 16
 MIN_CALLS = 3
 SETTLE_S = 0.02  # idle time before each file's round
-WARMUP_CALLS = 25  # past the runtimes' thread trials (20 small calls)
+WARMUP_CALLS = 25  # after `settle`: the runtimes' trials have decided; caches and branch history
 TIMEOUT_S = 300
 
 
