@@ -213,6 +213,12 @@ def test_photos_get_the_runtimes_labels_in_the_page(chromium, served, digit_mode
 def test_bench_device_browser_agrees_with_onnxruntime(digit_models):
     pytest.importorskip("mnistopt.targets.base", reason="needs the target contract (mnistopt.targets)")
     from mnistopt.targets import Settings, artifact_item, get_target
+    from mnistopt.web.browser import chromium_path
+
+    try:  # as the `chromium` fixture: a machine without a browser skips (CI installs one)
+        chromium_path()
+    except DeviceError as exc:
+        pytest.skip(str(exc))
 
     paths = [digit_models["fp32"], digit_models["int8"]]
     target = get_target("browser", set_options=["limit=2000"])
