@@ -72,3 +72,18 @@ def test_litert_takes_the_amx_option(models):  # noqa: F811
     b = open_backend(models["tflite"], "litert", options={"amx": "auto"})
     assert b.providers[0].startswith("LiteRT/XNNPACK")
     assert ("AMX" in b.providers[0]) == (amx.offered() or amx.held())
+
+
+def test_a_refused_filter_leaves_xnnpack_its_way(models, monkeypatch):  # noqa: F811
+    from mnistopt.runtime.litert import LiteRTBackend
+
+    def refused():
+        raise OSError(1, "seccomp filter refused: Operation not permitted")
+
+    monkeypatch.setattr(amx, "deny_xtiledata", refused)
+    monkeypatch.setattr(amx, "offered", lambda: True)
+    monkeypatch.setattr(amx, "held", lambda: False)
+    monkeypatch.setattr(amx, "_denied", None)
+    monkeypatch.setattr(LiteRTBackend, "_xnnpack_amx", None)
+    b = open_backend(models["tflite"], "litert")
+    assert b.providers == ["LiteRT/XNNPACK (AMX on)"]

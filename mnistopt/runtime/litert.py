@@ -49,7 +49,10 @@ class LiteRTBackend(Backend):
         self._litert = require("ai_edge_litert.interpreter", self.extra, "running TFLite models")
         if self.resolver is None and LiteRTBackend._xnnpack_amx is None:
             if self.amx == "auto":
-                amx.deny_xtiledata()
+                try:
+                    amx.deny_xtiledata()
+                except OSError:  # no seccomp in a locked-down sandbox: XNNPACK keeps AMX
+                    pass
             LiteRTBackend._xnnpack_amx = amx.state()
         self.interp = self._open(self.threads)  # all cores; the one `delegation()` reads
         ins, outs = self.interp.get_input_details(), self.interp.get_output_details()
