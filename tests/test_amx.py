@@ -62,8 +62,8 @@ def test_the_filter_denies_amx_in_a_fresh_process():
 
 def test_without_amx_nothing_is_installed(monkeypatch):
     monkeypatch.setattr(amx, "offered", lambda: False)
-    monkeypatch.setattr(amx, "_denied", None)
-    assert amx.deny_xtiledata() == "none" and amx._denied is None
+    monkeypatch.setattr(amx, "_denied", False)
+    assert amx.deny_xtiledata() == "none" and amx._denied is False
 
 
 def test_litert_takes_the_amx_option(models):  # noqa: F811
@@ -83,7 +83,7 @@ def test_a_refused_filter_leaves_xnnpack_its_way(models, monkeypatch):  # noqa: 
     monkeypatch.setattr(amx, "deny_xtiledata", refused)
     monkeypatch.setattr(amx, "offered", lambda: True)
     monkeypatch.setattr(amx, "held", lambda: False)
-    monkeypatch.setattr(amx, "_denied", None)
+    monkeypatch.setattr(amx, "_denied", False)
     monkeypatch.setattr(LiteRTBackend, "_xnnpack_amx", None)
     b = open_backend(models["tflite"], "litert")
     assert b.providers == ["LiteRT/XNNPACK (AMX on)"]

@@ -34,7 +34,7 @@ _SECCOMP_SET_MODE_FILTER, _SECCOMP_FILTER_FLAG_TSYNC = 1, 1
 _PR_SET_NO_NEW_PRIVS = 38
 _RET_ALLOW, _RET_EPERM = 0x7FFF0000, 0x00050000 | 1  # SECCOMP_RET_ERRNO | EPERM
 
-_denied: str | None = None  # set once the filter is in place
+_denied = False  # set once the filter is in place
 
 
 class _Insn(ctypes.Structure):
@@ -92,6 +92,12 @@ def state() -> str:
     return "held" if held() else "free"
 
 
+def _install(libc, prog) -> bool:
+    # TSYNC: every thread of the process, not only this one (XNNPACK may start on another).
+    return libc.syscall(_SYS_SECCOMP, _SECCOMP_SET_MODE_FILTER, _SECCOMP_FILTER_FLAG_TSYNC,
+                        ctypes.byref(prog)) == 0
+
+
 def deny_xtiledata() -> str:
     """Refuse AMX tile data to every later request in this process (idempotent). Returns the
     state after the call; "none" where there is no AMX, and the process is left alone."""
@@ -101,17 +107,15 @@ def deny_xtiledata() -> str:
     libc = _libc()
     insns = (_Insn * len(PROGRAM))(*(_Insn(*i) for i in PROGRAM))
     prog = _Prog(len(PROGRAM), insns)
-    if os.geteuid() != 0 and libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
+    root = os.geteuid() == 0
+    if not root and libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
         raise OSError(ctypes.get_errno(), "prctl(PR_SET_NO_NEW_PRIVS) failed")
-    # TSYNC: every thread of the process, not only this one (XNNPACK may start on another).
-    if libc.syscall(_SYS_SECCOMP, _SECCOMP_SET_MODE_FILTER, _SECCOMP_FILTER_FLAG_TSYNC,
-                    ctypes.byref(prog)) != 0:
-        err = ctypes.get_errno()
-        if os.geteuid() == 0 and libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0 and \
-                libc.syscall(_SYS_SECCOMP, _SECCOMP_SET_MODE_FILTER,
-                             _SECCOMP_FILTER_FLAG_TSYNC, ctypes.byref(prog)) == 0:
-            pass  # root inside a container without CAP_SYS_ADMIN: no_new_privs was needed
-        else:
-            raise OSError(err, f"seccomp filter refused: {os.strerror(err)}")
-    _denied = "denied"
-    return _denied
+    ok = _install(libc, prog)
+    err = ctypes.get_errno()
+    # Root inside a container without CAP_SYS_ADMIN needs no_new_privs too.
+    if not ok and root and libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0:
+        ok = _install(libc, prog)
+    if not ok:
+        raise OSError(err, f"seccomp filter refused: {os.strerror(err)}")
+    _denied = True
+    return state()

@@ -70,7 +70,7 @@ class ThreadTrial:
     two); the fastest is `choice` (a later one only if TRIAL_MARGIN faster than the first),
     and stays."""
 
-    __slots__ = ("candidates", "order", "times", "choice", "_calls", "_warm")
+    __slots__ = ("candidates", "order", "times", "choice", "_calls")
 
     def __init__(self, candidates):
         self.candidates = tuple(dict.fromkeys(candidates))  # in order, without repeats
@@ -78,20 +78,18 @@ class ThreadTrial:
             self.candidates * (TRIAL_ROUNDS % 2)
         self.times = {c: [] for c in self.candidates}
         self.choice = self.candidates[0] if len(self.candidates) == 1 else None
-        self._calls = 0
-        self._warm = False  # whether the call `next()` last gave is one of its block's first
+        self._calls = 0  # calls `next()` has given
 
     def next(self) -> int:
         if self.choice is not None:
             return self.choice
         self._calls += 1
-        per = TRIAL_WARM + TRIAL_CALLS
-        block, pos = divmod(self._calls - 1, per)
-        self._warm = pos < TRIAL_WARM
+        block = (self._calls - 1) // (TRIAL_WARM + TRIAL_CALLS)
         return self.order[min(block, len(self.order) - 1)]
 
     def record(self, threads: int, seconds_per_image: float) -> None:
-        if self.choice is not None or threads not in self.times or self._warm:
+        warm = (self._calls - 1) % (TRIAL_WARM + TRIAL_CALLS) < TRIAL_WARM  # the last call's
+        if self.choice is not None or threads not in self.times or warm:
             return
         self.times[threads].append(seconds_per_image)
         if all(len(t) >= TRIAL_ROUNDS * TRIAL_CALLS for t in self.times.values()):

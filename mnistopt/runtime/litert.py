@@ -60,8 +60,8 @@ class LiteRTBackend(Backend):
         self.input, self.output = self._info(ins[0]), self._info(outs[0])
         self.custom_metadata = tflite_metadata(path)
         xa = LiteRTBackend._xnnpack_amx if self.resolver is None else "none"
-        self.providers = [self.label + ("" if xa in (None, "none") else
-                                        f" (AMX {'off' if xa == 'denied' else 'on'})")]
+        self.providers = [self.label if xa == "none" else
+                          f"{self.label} (AMX {'off' if xa == 'denied' else 'on'})"]
         self._in_idx, self._out_idx = ins[0]["index"], outs[0]["index"]
         self._in_shape = [int(d) for d in ins[0]["shape"]]
         self._file_batch = self._in_shape[0] if self._in_shape else None

@@ -96,7 +96,7 @@ def _measure(a) -> dict:
     }
 
     from .backends import logits_all
-    from .stats import accuracy, parse_batch_sizes, settle, summarize, time_calls
+    from .stats import accuracy, latency_at, parse_batch_sizes
     from .worker import load_test_data
 
     x, y = load_test_data(a.data)
@@ -107,11 +107,8 @@ def _measure(a) -> dict:
         np.save(a.logits, logits)
     latency = {}
     for b in parse_batch_sizes(a.batch_sizes):
-        xb = x[:b] if len(x) >= b else np.resize(x, (b,) + x.shape[1:])
-        prepared = session.prepare(xb)
-        settle(session, prepared)
-        latency[str(b)] = summarize(time_calls(lambda: session.run(prepared), warmup=a.warmup,
-                                               iters=a.iters, budget_s=a.budget), b)
+        latency[str(b)] = latency_at(session, x, b, warmup=a.warmup, iters=a.iters,
+                                     budget_s=a.budget)
         if hasattr(session, "threads_for"):  # the runtime picks threads per call size
             latency[str(b)]["threads"] = session.threads_for(b)
         streams = getattr(session, "streams_for", lambda _: 1)(b)

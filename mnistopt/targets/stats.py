@@ -53,6 +53,18 @@ def settle(session, prepared, limit: int = 200) -> None:
         session.run(prepared)
 
 
+def latency_at(session, x: np.ndarray, batch: int, *, warmup: int, iters: int,
+               budget_s: float | None) -> dict:
+    """One batch size's latency summary: the first `batch` images of `x` (tiled where it has
+    fewer: tiny test sets in tests), prepared outside the clock, the runtime's trials settled,
+    then timed calls of `session.run`."""
+    xb = x[:batch] if len(x) >= batch else np.resize(x, (batch,) + x.shape[1:])
+    prepared = session.prepare(xb)
+    settle(session, prepared)
+    return summarize(time_calls(lambda: session.run(prepared), warmup=warmup, iters=iters,
+                                budget_s=budget_s), batch)
+
+
 def time_calls(fn: Callable[[], object], *, warmup: int = 10, iters: int = 200,
                budget_s: float | None = 3.0, min_iters: int = 5) -> list[int]:
     """Call `fn()` `warmup` times (discarded), then time up to `iters` calls with perf_counter_ns.

@@ -26,7 +26,7 @@ import numpy as np
 from ..errors import ModelLoadError
 from ..fsutil import write_json
 from .env import environment
-from .stats import accuracy, parse_batch_sizes, settle, summarize, time_calls
+from .stats import accuracy, latency_at, parse_batch_sizes
 
 SCHEMA = "mnistopt.bench.worker/1"
 FORMATS = {".onnx": "onnx", ".tflite": "tflite", ".xml": "ir"}
@@ -90,12 +90,7 @@ def bench_artifact(art: Artifact, x: np.ndarray, y: np.ndarray, batch_sizes, *, 
     eval_s = time.perf_counter() - t0
     latency = {}
     for b in batch_sizes:
-        # Tile the test set when a batch is larger than it (tiny test sets in tests).
-        xb = x[:b] if len(x) >= b else np.resize(x, (b,) + x.shape[1:])
-        prepared = art.prepare(xb)
-        settle(art, prepared)
-        latency[str(b)] = summarize(
-            time_calls(lambda: art.run(prepared), warmup=warmup, iters=iters, budget_s=budget_s), b)
+        latency[str(b)] = latency_at(art, x, b, warmup=warmup, iters=iters, budget_s=budget_s)
         latency[str(b)]["threads"] = art.threads_for(b)
         if progress:
             progress()
